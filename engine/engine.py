@@ -1,0 +1,107 @@
+"""ReserveEngine: the asyncio engine for the hot path (the API, the flows, the benchmarks)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from engine.commands import Op
+from engine.config import Settings
+from engine.connection import async_client
+from engine.drivers import AsyncDriver
+from engine.ops import AccountSpec, Ops, wall_clock_ms
+from engine.registry import CurrencyRegistry
+from engine.types import Account, Balance, Hold, HoldResult, SweepResult, TransferResult
+
+T = TypeVar("T")
+
+
+class ReserveEngine:
+    def __init__(
+        self,
+        client: Any,
+        settings: Settings | None = None,
+        registry: CurrencyRegistry | None = None,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self.registry = registry or CurrencyRegistry.load(self.settings.currencies_path)
+        self.client = client
+        self.ops = Ops(self.settings, self.registry, clock_ms)
+        self.driver = AsyncDriver(client)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, **kwargs: Any) -> ReserveEngine:
+        settings = settings or Settings.from_env()
+        return cls(async_client(settings), settings, **kwargs)
+
+    async def run(self, op: Op[T]) -> T:
+        return await self.driver.run(op)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    # The seed's ReserveService API, async and typed.
+
+    async def get_reserve_account(self, currency: str, account_type: str | None = None) -> Account:
+        return await self.run(self.ops.get_reserve_account(currency, account_type))
+
+    async def get_reserve_balance(self, currency: str, account_type: str | None = None) -> Balance:
+        return await self.run(self.ops.get_reserve_balance(currency, account_type))
+
+    async def all_reserve_balances(self) -> list[Balance]:
+        return await self.run(self.ops.all_reserve_balances())
+
+    async def check_reserve_sufficiency(
+        self, currency: str, amount: Any, account_type: str | None = None,
+        operation_type: str = "check",
+    ) -> dict[str, Any]:
+        return await self.run(
+            self.ops.check_reserve_sufficiency(currency, amount, account_type, operation_type)
+        )
+
+    async def reserve_amount(
+        self, currency: str, amount: Any, account_type: str | None, reference_id: str,
+        operation_type: str, ttl_s: int | None = None, metadata: dict[str, Any] | None = None,
+    ) -> HoldResult:
+        return await self.run(self.ops.reserve_amount(
+            currency, amount, account_type, reference_id, operation_type, ttl_s, metadata))
+
+    async def reserve_many(
+        self, legs: Sequence[tuple[AccountSpec, int, str]], operation_type: str,
+        ttl_s: int | None = None, metadata: dict[str, Any] | None = None,
+    ) -> list[HoldResult]:
+        return await self.run(self.ops.reserve_many(legs, operation_type, ttl_s, metadata))
+
+    async def release_reserve(
+        self, reference_id: str, metadata: dict[str, Any] | None = None
+    ) -> HoldResult:
+        return await self.run(self.ops.release(reference_id, metadata))
+
+    async def commit_reserve(
+        self, reference_id: str, amount: Any = None, metadata: dict[str, Any] | None = None
+    ) -> HoldResult:
+        return await self.run(self.ops.commit_reserve(reference_id, amount, metadata))
+
+    async def get_hold(self, reference_id: str) -> Hold:
+        return await self.run(self.ops.get_hold(reference_id))
+
+    async def top_up_reserve(
+        self, currency: str, amount: Any, account_type: str | None, source_reference: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> TransferResult:
+        return await self.run(self.ops.top_up_reserve(
+            currency, amount, account_type, source_reference, metadata))
+
+    async def withdraw_from_reserve(
+        self, currency: str, amount: Any, account_type: str | None, destination_reference: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> TransferResult:
+        return await self.run(self.ops.withdraw_from_reserve(
+            currency, amount, account_type, destination_reference, metadata))
+
+    async def sweep(self) -> SweepResult:
+        return await self.run(self.ops.sweep())
+
+    def clear_caches(self) -> None:
+        self.ops.clear_caches()

@@ -1,0 +1,95 @@
+"""Exact money at the edges: Decimal in, integer minor units inside, Decimal out.
+
+No float ever takes part in arithmetic. An amount that cannot be represented exactly in the
+currency's minor units is refused, never rounded.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, Inexact, InvalidOperation, localcontext
+from typing import Any
+
+from engine import limits
+from engine.errors import InvalidRequest, PrecisionError
+
+
+def parse_decimal(value: Any, field: str = "amount") -> Decimal:
+    """Turn a JSON-ish value into a Decimal without passing through binary float.
+
+    Accepts Decimal, int and str. A float is refused: by the time it is a float, digits may
+    already be lost (the API parses JSON numbers straight to Decimal).
+    """
+    if isinstance(value, bool):
+        raise InvalidRequest(f"{field} must be a number")
+    if isinstance(value, Decimal):
+        result = value
+    elif isinstance(value, int):
+        result = Decimal(value)
+    elif isinstance(value, str):
+        try:
+            result = Decimal(value.strip())
+        except InvalidOperation:
+            raise InvalidRequest(f"{field} must be a number, got {value!r}") from None
+    elif isinstance(value, float):
+        raise InvalidRequest(f"{field} must be given as a decimal string or exact number, not a float")
+    elif value is None:
+        raise InvalidRequest(f"{field} is required")
+    else:
+        raise InvalidRequest(f"{field} must be a number")
+    if not result.is_finite():
+        raise InvalidRequest(f"{field} must be a finite number")
+    return result
+
+
+def to_minor(amount: Any, decimals: int, currency: str, field: str = "amount") -> int:
+    """Decimal major units -> positive integer minor units, exactly, or InvalidRequest."""
+    value = parse_decimal(amount, field)
+    if value <= 0:
+        raise InvalidRequest(f"{field} must be greater than zero")
+    if value.adjusted() > 20:  # far beyond any balance; keeps the exact arithmetic below small
+        raise InvalidRequest(f"{field} {value} exceeds the largest supported amount")
+    with localcontext() as ctx:
+        ctx.prec = 64  # more digits than any accepted amount has, so nothing rounds silently
+        ctx.traps[Inexact] = True
+        scaled = value.scaleb(decimals)
+    if scaled != scaled.to_integral_value():
+        raise PrecisionError(
+            f"{field} {value} has more than {decimals} decimal places, the precision of {currency}"
+        )
+    minor = int(scaled)
+    if minor > limits.amount_minor_max:
+        raise InvalidRequest(f"{field} {value} exceeds the largest supported amount")
+    return minor
+
+
+def from_minor(amount_minor: int, decimals: int) -> Decimal:
+    """Integer minor units -> Decimal major units, exact."""
+    return Decimal(amount_minor).scaleb(-decimals)
+
+
+def utilization_percent(locked_minor: int, total_minor: int) -> Decimal:
+    """locked / total * 100, to two decimal places (0 when total is 0)."""
+    if total_minor <= 0:
+        return Decimal("0.0")
+    return (Decimal(locked_minor) * 100 / Decimal(total_minor)).quantize(Decimal("0.01"))
+
+
+def reserve_status(locked_minor: int, total_minor: int) -> str:
+    """healthy < 50 % <= moderate < 75 % <= warning < 90 % <= critical, in exact integers."""
+    if total_minor <= 0:
+        return "healthy"
+    scaled = locked_minor * 100
+    if scaled >= 90 * total_minor:
+        return "critical"
+    if scaled >= 75 * total_minor:
+        return "warning"
+    if scaled >= 50 * total_minor:
+        return "moderate"
+    return "healthy"
+
+
+def json_number(value: Decimal) -> str:
+    """Render a Decimal as a JSON number the way the seed shows them: 10000.0, 0.000001, 12.5."""
+    if value == value.to_integral_value():
+        return f"{value.quantize(Decimal(1)):f}.0"
+    return f"{value.normalize():f}"

@@ -1,0 +1,25 @@
+-- Top-up and withdrawal share their bookkeeping: one record per reference in the ops hash,
+--   kind|amount_minor|event_id|total_after|ts_ms
+-- so that a repeat gets the first answer and never moves money twice.
+
+local function op_lookup(keys, ref, kind, amount)
+  local raw = rcall('HGET', keys.ops, ref)
+  if not raw then
+    return nil
+  end
+  local k, a, id, t = string.match(raw, '^(%a+)|(%d+)|(%d+)|(%-?%d+)|')
+  local _, locked = balances(keys.acct)
+  if k ~= kind or tonumber(a) ~= amount then
+    return { 20, t, istr(locked), id }
+  end
+  return { 1, t, istr(locked), id }
+end
+
+local function op_apply(keys, label, ref, kind, op, amount, d_total, meta)
+  local id, total, locked = apply(keys.acct, keys.stream, keys.seq, op, label, ref, amount, d_total, 0,
+    meta, nil)
+  rcall('HSET', keys.ops, ref, kind .. '|' .. istr(amount) .. '|' .. istr(id) .. '|' .. istr(total)
+    .. '|' .. ARGV[1])
+  rcall('ZADD', keys.ended, ARGV[1], 'o:' .. ref)
+  return { 0, istr(total), istr(locked), istr(id) }
+end

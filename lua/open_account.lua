@@ -1,0 +1,37 @@
+--[[ open_account: create an account on first use (idempotent).
+
+KEYS[1] acct         account hash
+KEYS[2] accounts     set of the shard's account labels
+KEYS[3] account_seq  shard counter of accounts opened
+KEYS[4] stream       the shard's journal stream
+KEYS[5] seq          the shard's event counter
+
+ARGV[1..3]           now_ms, id_base, id_step (see lib/common.lua)
+ARGV[4] label        e.g. RESERVE_USDT_CRYPTO
+ARGV[5] currency     e.g. USDT
+ARGV[6] account_type crypto | fiat
+ARGV[7] kind         reserve | user
+ARGV[8] number_prefix e.g. RUSDTc (the account number is the prefix and the id, 4+ digits)
+
+Returns {code, account_id, account_number, created_ms}
+  0 ok: opened now (journals account_open)
+  1 ok_existing: the account already existed
+]]
+-- @include common
+
+local acct_key = KEYS[1]
+local existing = rcall('HMGET', acct_key, 'account_id', 'account_number', 'created_ms')
+if existing[1] then
+  return { 1, existing[1], existing[2], existing[3] }
+end
+
+local n = rcall('INCR', KEYS[3])
+local account_id = (n - 1) * tonumber(ARGV[3]) + tonumber(ARGV[2])
+local number = ARGV[8] .. string.format('%04d', account_id)
+rcall('HSET', acct_key, 'label', ARGV[4], 'currency', ARGV[5], 'account_type', ARGV[6],
+  'kind', ARGV[7], 'account_id', istr(account_id), 'account_number', number,
+  'created_ms', ARGV[1], 'total', '0', 'locked', '0')
+rcall('SADD', KEYS[2], ARGV[4])
+apply(acct_key, KEYS[4], KEYS[5], 'account_open', ARGV[4], '', 0, 0, 0, '',
+  { 'cur', ARGV[5], 'type', ARGV[6], 'kind', ARGV[7], 'aid', istr(account_id), 'num', number })
+return { 0, istr(account_id), number, ARGV[1] }

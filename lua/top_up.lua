@@ -1,0 +1,51 @@
+--[[ top_up: add funds to an account (idempotent on the source reference).
+
+KEYS[1..8]       as reserve.lua (acct, holds, expiry, ended, ops, stream, seq, index?)
+
+ARGV[1..3]       now_ms, id_base, id_step
+ARGV[4] label
+ARGV[5] reference       the source reference
+ARGV[6] amount_minor    positive integer <= 2^53 - 1
+ARGV[7] meta            JSON text or ""
+ARGV[8] retention_ms
+ARGV[9] prune_max
+
+Returns {code, total, locked, event_id}
+  0 ok                  added now
+  1 ok_existing         this reference was already applied with this amount: the first answer
+  10 invalid_amount
+  11 account_not_found
+  20 reference_conflict the reference was used with another amount or for a withdrawal
+  23 exceeds_limit      the total would pass 2^53 - 1 minor units
+]]
+-- @include common
+-- @include transfer
+
+local keys = { acct = KEYS[1], holds = KEYS[2], expiry = KEYS[3], ended = KEYS[4], ops = KEYS[5],
+               stream = KEYS[6], seq = KEYS[7] }
+local label, ref = ARGV[4], ARGV[5]
+
+-- validate
+local amount = parse_amount(ARGV[6])
+if amount == nil then
+  return { 10, '0', '0', '0' }
+end
+if rcall('EXISTS', keys.acct) == 0 then
+  return { 11, '0', '0', '0' }
+end
+prune_ended(keys, tonumber(ARGV[8]), tonumber(ARGV[9]), KEYS[8])
+
+-- already exists / idempotent
+local seen = op_lookup(keys, ref, 'topup', amount)
+if seen then
+  return seen
+end
+
+-- limits
+local total, locked = balances(keys.acct)
+if total + amount > AMOUNT_MAX then
+  return { 23, istr(total), istr(locked), '0' }
+end
+
+-- mutate
+return op_apply(keys, label, ref, 'topup', 'reserve_topup', amount, amount, ARGV[7])
