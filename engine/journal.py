@@ -1,0 +1,82 @@
+"""The journal: what every script appends to its shard's stream, in the same atomic step.
+
+Stream `{prefix}:{s<N>}:journal` (one per shard; KeySpace.streams() lists them). Each entry's
+fields are strings:
+
+    id      event id: a positive integer, unique across shards, increasing within a shard.
+            It is also the `transaction_id` the API returns.
+    op      account_open | reserve_lock | reserve_release | reserve_commit | reserve_expire |
+            reserve_topup | reserve_withdrawal | audit
+    acct    account label (RESERVE_USDT_CRYPTO, USER_42_USDT); "" for audit
+    ref     the reference (hold reference_id, source / destination reference); "" for opens
+    amt     amount in minor units (>= 0): locked, released, expired, committed, topped up, withdrawn
+    dt      signed change of the account's total (minor units)
+    dl      signed change of the account's locked (minor units)
+    total   the account's total after the event
+    locked  the account's locked after the event
+    ts      milliseconds since the epoch (the engine's clock)
+    meta    JSON object text or "" (operation metadata; admin changes carry actor, ip, request)
+  only on some operations:
+    exp     reserve_lock: the hold's expiry (ms since the epoch; "0" = none)
+    optype  reserve_lock: the operation type (swap, buy, sell, ...)
+    held    reserve_commit: the hold's full amount (locked fell by this; amt is what left)
+    cur, type, kind, aid, num   account_open: currency, crypto|fiat, reserve|user, account id,
+                                account number
+
+Per account, summing dt over its events gives its total and summing dl gives its locked: the
+reconciliation the persistence layer checks. The id counter key is `{prefix}:{s<N>}:seq`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+MONEY_OPERATIONS = (
+    "reserve_lock",
+    "reserve_release",
+    "reserve_commit",
+    "reserve_expire",
+    "reserve_topup",
+    "reserve_withdrawal",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEvent:
+    stream_id: str
+    event_id: int
+    op: str
+    account: str
+    reference: str
+    amount_minor: int
+    d_total_minor: int
+    d_locked_minor: int
+    total_minor: int
+    locked_minor: int
+    ts_ms: int
+    meta: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, stream_id: str, fields: dict[str, str]) -> JournalEvent:
+        known = {"id", "op", "acct", "ref", "amt", "dt", "dl", "total", "locked", "ts", "meta"}
+        meta_text = fields.get("meta", "")
+        event = cls(
+            stream_id=stream_id,
+            event_id=int(fields["id"]),
+            op=fields["op"],
+            account=fields.get("acct", ""),
+            reference=fields.get("ref", ""),
+            amount_minor=int(fields.get("amt", 0)),
+            d_total_minor=int(fields.get("dt", 0)),
+            d_locked_minor=int(fields.get("dl", 0)),
+            total_minor=int(fields.get("total", 0)),
+            locked_minor=int(fields.get("locked", 0)),
+            ts_ms=int(fields.get("ts", 0)),
+            meta=json.loads(meta_text) if meta_text else {},
+            extra={k: v for k, v in fields.items() if k not in known},
+        )
+        assert event.total_minor >= event.locked_minor >= 0 or event.op == "audit", event
+        return event
