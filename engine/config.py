@@ -28,17 +28,40 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        shard_count = int(os.environ.get("RESERVES_SHARDS", "1"))
+        redis_url = os.environ.get("RESERVES_REDIS_URL") or None
+        cluster_flag = os.environ.get("RESERVES_REDIS_CLUSTER", "").lower()
+        if cluster_flag in ("1", "true", "yes"):
+            cluster = True
+        elif cluster_flag in ("0", "false", "no") or redis_url is None:
+            cluster = False
+        else:
+            cluster = detect_cluster(redis_url)
+        # Several shards spread the accounts over a cluster's slots. Every process of one
+        # deployment must use the same count: it decides where each account's keys live.
+        shard_count = int(os.environ.get("RESERVES_SHARDS", "16" if cluster else "1"))
         if not 1 <= shard_count <= 1024:
             raise ValueError(f"RESERVES_SHARDS must be 1..1024, got {shard_count}")
         return cls(
-            redis_url=os.environ.get("RESERVES_REDIS_URL") or None,
+            redis_url=redis_url,
             database_url=os.environ.get("RESERVES_DATABASE_URL") or "sqlite:///reserves.db",
             key_prefix=os.environ.get("RESERVES_KEY_PREFIX") or "reserves",
             currencies_path=os.environ.get("RESERVES_CURRENCIES") or None,
-            redis_cluster=os.environ.get("RESERVES_REDIS_CLUSTER", "") in ("1", "true", "yes"),
+            redis_cluster=cluster,
             shard_count=shard_count,
             retention_s=int(os.environ.get("RESERVES_RETENTION_S", str(limits.retention_s_default))),
             admin_tokens=_env_list("RESERVES_ADMIN_TOKENS"),
             service_tokens=_env_list("RESERVES_SERVICE_TOKENS"),
         )
+
+
+def detect_cluster(redis_url: str) -> bool:
+    """Whether the node at redis_url runs in cluster mode (INFO cluster: cluster_enabled:1)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        return bool(client.info("cluster").get("cluster_enabled"))
+    except redis.RedisError:
+        return False  # unreachable now: the engine reports that on first use
+    finally:
+        client.close()

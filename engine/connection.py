@@ -49,7 +49,10 @@ def async_client(settings: Settings) -> Any:
     if _is_cluster(settings):
         from redis.asyncio.cluster import RedisCluster
 
-        return RedisCluster.from_url(settings.redis_url, decode_responses=True)
+        return RedisCluster.from_url(
+            settings.redis_url, decode_responses=True,
+            max_connections=limits.redis_connections_max,
+        )
     import redis.asyncio
 
     # A blocking pool: a burst of requests waits for a connection instead of failing.

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
 
+from engine import limits
 from engine.commands import Batch, Call, Command, Op, Script
 from engine.errors import ReserveError, Unavailable
 from engine.scripts import ScriptRegistry
@@ -52,11 +54,18 @@ class SyncDriver:
 
 
 class AsyncDriver:
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, inflight_max: int = limits.redis_connections_max) -> None:
         self.client = client
         self.scripts = ScriptRegistry(client)
+        # Commands in flight at once: more would need more connections than the pool holds
+        # (the cluster client fails instead of waiting), so callers queue here.
+        self._inflight = asyncio.Semaphore(inflight_max)
 
     async def execute(self, command: Command) -> Any:
+        async with self._inflight:
+            return await self._execute(command)
+
+    async def _execute(self, command: Command) -> Any:
         if isinstance(command, Script):
             return await self.scripts[command.name](keys=command.keys, args=command.args)
         if isinstance(command, Call):

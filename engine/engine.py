@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from engine import limits
 from engine.commands import Op
 from engine.config import Settings
 from engine.connection import async_client
 from engine.drivers import AsyncDriver
 from engine.ops import AccountSpec, Ops, wall_clock_ms
 from engine.registry import CurrencyRegistry
+from engine.saga import recover_sagas
 from engine.types import Account, Balance, Hold, HoldResult, SweepResult, TransferResult
 
 T = TypeVar("T")
@@ -102,6 +104,10 @@ class ReserveEngine:
 
     async def sweep(self) -> SweepResult:
         return await self.run(self.ops.sweep())
+
+    async def recover_sagas(self, older_than_s: float = limits.saga_stale_s) -> int:
+        """Undo cross-slot sagas (Redis Cluster) that a crashed caller left half-way."""
+        return await self.run(recover_sagas(self.ops, older_than_s))
 
     def clear_caches(self) -> None:
         self.ops.clear_caches()

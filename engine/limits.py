@@ -40,3 +40,7 @@ sweep_rounds_max = 64
 redis_connections_max = 64
 redis_pool_wait_s = 5.0
 redis_connect_timeout_s = 2.0
+
+# A cross-slot saga unsettled this long is taken as abandoned by a crashed caller and undone.
+saga_stale_s = 60.0
+saga_recover_per_pass_max = 256

@@ -28,6 +28,7 @@ from engine.errors import (
 from engine.keys import AccountKeys, KeySpace
 from engine.money import json_number, to_minor
 from engine.registry import AccountType, Currency, CurrencyRegistry
+from engine.saga import reserve_saga
 from engine.types import (
     Account,
     AccountKind,
@@ -303,7 +304,7 @@ class Ops:
         account_keys = [self.keys.account(spec.label) for spec, _, _ in legs]
         shards = {k.shard for k in account_keys} | {self.keys.index(ref)[0] for ref in refs}
         if len(shards) > 1:
-            return (yield from self._reserve_saga(legs, operation_type, ttl_s, metadata))
+            return (yield from reserve_saga(self, legs, operation_type, ttl_s, metadata))
         keys: list[str] = []
         for k in account_keys:
             keys += k.script_keys()[:5]
@@ -337,26 +338,6 @@ class Ops:
             results.append(HoldResult(hold, Balance(accounts[i], int(total), int(locked)),
                                       code is ResultCode.ok, int(event_id)))
         return results
-
-    def _reserve_saga(
-        self,
-        legs: Sequence[tuple[AccountSpec, int, str]],
-        operation_type: str,
-        ttl_s: int | None,
-        metadata: dict[str, Any] | None,
-    ) -> Op[list[HoldResult]]:
-        """Legs in different slots: hold each in turn; on a refusal release those held."""
-        held: list[HoldResult] = []
-        try:
-            for spec, amount_minor, ref in legs:
-                held.append((yield from self.reserve(spec, amount_minor, ref, operation_type,
-                                                     ttl_s, metadata)))
-        except Exception:
-            for result in held:
-                if result.applied:
-                    yield from self.release(result.hold.reference_id, {"saga": "rollback"})
-            raise
-        return held
 
     def hold_label(self, reference_id: str) -> Op[str]:
         label = self._hold_labels.get(reference_id)
