@@ -7,12 +7,13 @@ local function op_lookup(keys, ref, kind, amount)
   if not raw then
     return nil
   end
-  local k, a, id, t = string.match(raw, '^(%a+)|(%d+)|(%d+)|(%-?%d+)|')
-  local _, locked = balances(keys.acct)
+  local k, a, id = string.match(raw, '^(%a+)|(%d+)|(%d+)|')
+  -- a repeat answers with the first event id and the balances as they are now
+  local total, locked = balances(keys.acct)
   if k ~= kind or tonumber(a) ~= amount then
-    return { 20, t, istr(locked), id }
+    return { 20, istr(total), istr(locked), id }
   end
-  return { 1, t, istr(locked), id }
+  return { 1, istr(total), istr(locked), id }
 end
 
 local function op_apply(keys, label, ref, kind, op, amount, d_total, meta)
