@@ -46,14 +46,17 @@ def _wait(check: object, what: str) -> None:
 
 
 @contextmanager
-def redis_server(port: int | None = None, extra_args: tuple[str, ...] = ()) -> Iterator[str]:
-    """A throwaway redis-server on loopback; yields its URL."""
+def redis_server(port: int | None = None, extra_args: tuple[str, ...] = (),
+                 workdir: str | None = None) -> Iterator[str]:
+    """A throwaway redis-server on loopback; yields its URL. A workdir given by the caller is
+    kept (a restart can reuse its data), one made here is removed."""
     binary = shutil.which("redis-server")
     if binary is None:
         unavailable("redis-server is not installed and RESERVES_REDIS_URL is unset: "
                     "skipping the real-Redis tests")
     port = port or free_port()
-    workdir = tempfile.mkdtemp(prefix="reserves-redis-")
+    own_workdir = workdir is None
+    workdir = workdir or tempfile.mkdtemp(prefix="reserves-redis-")
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", workdir, *extra_args],
@@ -69,7 +72,8 @@ def redis_server(port: int | None = None, extra_args: tuple[str, ...] = ()) -> I
         client.close()
         proc.terminate()
         proc.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
+        if own_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _pg_bin(name: str) -> str | None:
