@@ -1,0 +1,37 @@
+"""Database errors as domain errors, classified once: transient (retry) or not.
+
+ReserveError (engine.errors)
+├── Unavailable
+│   └── StoreUnavailable   the database cannot be reached now: retry with backoff
+└── StoreError             anything else the database refused (schema missing, bad data)
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import exc as sa_exc
+
+from engine.errors import ReserveError, Unavailable
+
+
+class StoreUnavailable(Unavailable):
+    pass
+
+
+class StoreError(ReserveError):
+    status_code = 500
+
+
+def is_transient(error: BaseException) -> bool:
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(
+        error, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.DisconnectionError
+        | sa_exc.TimeoutError | ConnectionError
+    )
+
+
+def translate(error: Exception) -> StoreError | StoreUnavailable:
+    detail = str(getattr(error, "orig", None) or error).strip().splitlines()[0][:300]
+    if is_transient(error):
+        return StoreUnavailable(f"Database is unavailable: {detail}", code="database_unavailable")
+    return StoreError(f"Database error: {detail}", code="database_error")

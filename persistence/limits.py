@@ -1,0 +1,37 @@
+"""Every bound the persister keeps, in one place, with its unit in the name."""
+
+# Journal entries read (and written to the database in one transaction) per batch.
+batch_count_max = 500
+
+# How long one XREADGROUP waits for new entries before the loop looks around again.
+read_block_ms = 1000
+
+# A pending entry idle this long belongs to a dead (or stuck) consumer and is reclaimed.
+claim_idle_ms = 30_000
+# How often the pending entries of other consumers are looked at.
+claim_interval_s = 5.0
+# A consumer with nothing pending and idle this long is removed from its group.
+consumer_idle_ms_max = 3_600_000
+
+# How often the streams are trimmed below what every group acknowledged.
+trim_interval_s = 5.0
+
+# Retry of transient database / Redis errors: exponential backoff with full jitter.
+backoff_s_base = 0.05
+backoff_s_max = 5.0
+
+# On SIGTERM (or stop), work already taken is finished for at most this long.
+shutdown_deadline_s = 10.0
+
+# drain(): how long it may run by default.
+drain_timeout_s_default = 30.0
+
+# Rows per INSERT statement in the bulk writes (SQLite allows 32766 bound parameters).
+insert_rows_max = 500
+
+# Analytics window.
+period_days_min = 1
+period_days_max = 3650
+
+# Rebuild: Redis commands per pipeline round trip.
+rebuild_pipeline_max = 1000
