@@ -56,7 +56,24 @@ def create_db_engine(database_url: str) -> sa.Engine:
 @functools.lru_cache(maxsize=8)
 def shared_engine(database_url: str) -> sa.Engine:
     """One engine (and pool) per URL for the process's read paths (analytics, tools)."""
-    return create_db_engine(database_url)
+    engine = create_db_engine(database_url)
+    _made.append(engine)
+    return engine
+
+
+def close_shared_engines() -> None:
+    for engine in _open_engines():
+        engine.dispose()
+    _made.clear()
+    shared_engine.cache_clear()
+
+
+def _open_engines() -> list[sa.Engine]:
+    # lru_cache keeps no public list of its values; remember them as they are made
+    return list(_made)
+
+
+_made: list[sa.Engine] = []
 
 
 def _insert(conn: sa.Connection, table: sa.Table) -> Any:

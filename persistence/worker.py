@@ -118,6 +118,9 @@ class Persister:
             self._retry(lambda: self.poll_once(self.read_block_ms), stop)
         self.teardown()
 
+    def close(self) -> None:
+        self.store.close()
+
     def teardown(self) -> None:
         deadline = time.monotonic() + limits.shutdown_deadline_s
         while self._batch and time.monotonic() < deadline:
@@ -298,7 +301,8 @@ class Persister:
                 floor = key if floor is None or key < floor else floor
             assert floor is not None
             if floor > (0, 0):
-                removed += int(self.redis.xtrim(stream, minid=f"{floor[0]}-{floor[1]}"))
+                removed += int(self.redis.xtrim(stream, minid=f"{floor[0]}-{floor[1]}",
+                                                 approximate=False))
         return removed
 
     def lag(self) -> dict[str, Any]:

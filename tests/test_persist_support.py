@@ -122,3 +122,96 @@ def redis_pending_holds(client: Any, settings: Settings) -> dict[str, str]:
             if raw.startswith("pending|"):
                 out[ref] = f"{label}:{raw}"
     return out
+
+
+# -- fixtures (imported by the persistence test modules) -------------------------------------------
+
+import dataclasses  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
+import fakeredis  # noqa: E402
+import pytest  # noqa: E402
+import redis  # noqa: E402
+
+from persistence.store import Store, close_shared_engines, shared_engine  # noqa: E402
+from persistence.worker import Persister  # noqa: E402
+
+
+@dataclass
+class Stack:
+    name: str
+    client: Any
+    settings: Settings
+    database_url: str
+    persisters: list[Persister] = field(default_factory=list)
+
+    def store(self) -> Store:
+        return Store(self.database_url, shared_engine(self.database_url))
+
+    def persister(self, consumer: str = "p1", **kwargs: Any) -> Persister:
+        persister = Persister(self.client, self.settings, self.database_url, consumer, **kwargs)
+        self.persisters.append(persister)
+        return persister
+
+    def close(self) -> None:
+        for persister in self.persisters:
+            persister.close()
+        close_shared_engines()
+
+
+def _real_redis(request: pytest.FixtureRequest, prefix: str) -> Iterator[Any]:
+    url = request.getfixturevalue("redis_url")
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i:i + 500])
+        client.close()
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def stack(request: pytest.FixtureRequest, key_prefix: str, tmp_path: Any) -> Iterator[Stack]:
+    """Real Redis + a fresh Postgres database, or the embedded fakeredis + SQLite."""
+    settings = dataclasses.replace(Settings(), key_prefix=key_prefix, shard_count=4)
+    if request.param == "sqlite":
+        client = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
+        db_url = f"sqlite:///{tmp_path}/reserves.db"
+        s = Stack("sqlite", client, dataclasses.replace(settings, database_url=db_url), db_url)
+        yield s
+        s.close()
+        return
+    db_url = request.getfixturevalue("fresh_database_url")
+    settings = dataclasses.replace(settings, redis_url=request.getfixturevalue("redis_url"),
+                                   database_url=db_url)
+    for client in _real_redis(request, key_prefix):
+        s = Stack("postgres", client, settings, db_url)
+        yield s
+        s.close()
+
+
+@pytest.fixture
+def pg_stack(request: pytest.FixtureRequest, key_prefix: str) -> Iterator[Stack]:
+    """Real Redis + a fresh Postgres database only."""
+    db_url = request.getfixturevalue("fresh_database_url")
+    redis_url = request.getfixturevalue("redis_url")
+    settings = Settings(redis_url=redis_url, database_url=db_url, key_prefix=key_prefix,
+                        shard_count=4)
+    for client in _real_redis(request, key_prefix):
+        s = Stack("postgres", client, settings, db_url)
+        yield s
+        s.close()
+
+
+def assert_rows_equal_events(stack: Stack, events: list[JournalEvent]) -> None:
+    from persistence.store import dt_to_ms
+
+    rows = stack.store().transaction_rows()
+    assert [r.event_id for r in rows] == [e.event_id for e in events]
+    for row, e in zip(rows, events, strict=True):
+        assert (row.operation, row.account, row.reference, row.amount_minor, row.d_total_minor,
+                row.d_locked_minor, row.total_after_minor, row.locked_after_minor,
+                dt_to_ms(row.created_at), row.metadata or {}) == (
+                    e.op, e.account, e.reference, e.amount_minor, e.d_total_minor,
+                    e.d_locked_minor, e.total_minor, e.locked_minor, e.ts_ms, e.meta), e
