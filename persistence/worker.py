@@ -85,6 +85,7 @@ class Persister:
         self.streams = self.keys.streams()
         self.store = store or Store(database_url)
         self.written_count = 0
+        self.retry_count = 0  # transient failures so far (observability)
         self._batch = Batch()  # read, not yet acknowledged: retried until it is
         self._own_pending_done: set[str] = set()
         self._next_claim_s = 0.0
@@ -160,6 +161,7 @@ class Persister:
                 delay_s = random.uniform(0, min(limits.backoff_s_max,
                                                 limits.backoff_s_base * 2 ** min(attempt, 16)))
                 attempt += 1
+                self.retry_count += 1
                 log.warning("persister: %s; retry %d in %.2f s", exc, attempt, delay_s)
                 if deadline is not None and time.monotonic() + delay_s > deadline:
                     raise
