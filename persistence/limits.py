@@ -6,6 +6,9 @@ batch_count_max = 500
 # How long one XREADGROUP waits for new entries before the loop looks around again.
 read_block_ms = 1000
 
+# On a Redis Cluster (streams in several slots, no multi-stream BLOCK): pause when all are empty.
+cluster_idle_poll_ms = 100
+
 # A pending entry idle this long belongs to a dead (or stuck) consumer and is reclaimed.
 claim_idle_ms = 30_000
 # How often the pending entries of other consumers are looked at.

@@ -115,9 +115,14 @@ class Persister:
         self._retry(self.bootstrap, stop)
         if not self._bootstrapped:  # stopped while the database was still unreachable
             return
-        while not stop.is_set():
-            self._retry(lambda: self.poll_once(self.read_block_ms), stop)
-        self.teardown()
+        try:
+            while not stop.is_set():
+                self._retry(lambda: self.poll_once(self.read_block_ms), stop)
+        except Exception:
+            log.exception("persister %s stopped by an error that is not transient", self.consumer)
+            raise
+        finally:
+            self.teardown()
 
     def close(self) -> None:
         self.store.close()
@@ -209,10 +214,25 @@ class Persister:
             if batch:
                 return batch
             self._next_claim_s = now_s + limits.claim_interval_s
+        if self.settings.redis_cluster and len(self.streams) > 1:
+            return self._read_each(block_ms)
         reply = self.redis.xreadgroup(self.group, self.consumer, dict.fromkeys(self.streams, ">"),
                                       count=self.batch_count_max, block=block_ms)
         for stream, entries in reply or []:
             batch.entries += [(stream, entry_id, fields) for entry_id, fields in entries]
+        return batch
+
+    def _read_each(self, block_ms: int | None) -> Batch:
+        """On a cluster the streams live in different slots: one XREADGROUP each, no BLOCK;
+        when all are empty, pause (at most block_ms) before the next iteration."""
+        batch = Batch()
+        for stream in self.streams:
+            reply = self.redis.xreadgroup(self.group, self.consumer, {stream: ">"},
+                                          count=self.batch_count_max)
+            for _, entries in reply or []:
+                batch.entries += [(stream, entry_id, fields) for entry_id, fields in entries]
+        if not batch and block_ms:
+            time.sleep(min(block_ms, limits.cluster_idle_poll_ms) / 1000)
         return batch
 
     def _claim(self) -> Batch:
