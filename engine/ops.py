@@ -320,9 +320,11 @@ class Ops:
         if code not in (ResultCode.ok, ResultCode.ok_existing):
             leg = int(reply[1])
             if code is ResultCode.exceeds_available:
-                spec, amount_minor, _ = legs[leg - 1]
+                # legs on one account add up: the required amount is their sum so far
+                label = legs[leg - 1][0].label
+                required_minor = sum(a for s, a, _ in legs[:leg] if s.label == label)
                 raise self._insufficient(
-                    Balance(accounts[leg - 1], int(reply[2]), int(reply[3])), amount_minor
+                    Balance(accounts[leg - 1], int(reply[2]), int(reply[3])), required_minor
                 )
             ref = refs[leg - 1] if leg else refs[0]
             raise_for_code(code, reference_id=ref, account=legs[max(leg, 1) - 1][0].label)
