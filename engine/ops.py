@@ -466,11 +466,9 @@ class Ops:
         Money changes carry their audit data in their own event's meta instead."""
         meta = json.dumps({"actor": actor, "action": action, "ip": ip, **detail},
                           separators=(",", ":"), sort_keys=True, default=str)
-        event_id = yield Call("incr", (self.keys.seq(0),))
-        event_id = (int(event_id) - 1) * self.keys.shard_count + 1
-        yield Call("xadd", (self.keys.stream(0), {
-            "id": event_id, "op": "audit", "acct": "", "ref": action, "amt": 0, "dt": 0, "dl": 0,
-            "total": 0, "locked": 0, "ts": self.clock_ms(), "meta": meta}))
+        reply = yield Script("audit", [self.keys.stream(0), self.keys.seq(0)],
+                             [*self._common(0), action, meta])
+        event_id = int(reply[1])
         return event_id
 
     # -- expiry -------------------------------------------------------------------------------
