@@ -179,3 +179,20 @@ async def test_async_engine_sweep(backend: dict[str, Any], async_redis: Any,
     assert (balance.total_minor, balance.locked_minor) == (100_000_000, 0)
     with pytest.raises(HoldAlreadyEnded, match="^Hold h1 has expired$"):
         await engine.commit_reserve("h1")
+
+
+def test_a_pruned_reference_reused_on_another_account(backend: dict[str, Any],
+                                                      clock: Clock) -> None:
+    settings = replace(backend["settings"], retention_s=60)
+    service = CheckedService(backend["sync"], settings, clock_ms=clock)
+    service.top_up_reserve("USDT", "10", "crypto", "seed")
+    service.top_up_reserve("UGX", "10", "fiat", "seed")
+    service.reserve_amount("USDT", "1", "crypto", "h1", "swap")
+    service.release_reserve("h1")  # this service now remembers h1 -> the USDT account
+    clock.advance_s(60)
+    service.sweep()
+    service.reserve_amount("UGX", "4", "fiat", "h1", "swap")
+    result = service.commit_reserve("h1", "3")
+    assert (result["hold_state"], result["locked_balance"]) == ("committed", Decimal("0"))
+    assert minor_balance(service, "UGX", "fiat") == (7, 0)
+    assert minor_balance(service, "USDT", "crypto") == (10_000_000, 0)
