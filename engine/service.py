@@ -31,6 +31,8 @@ def hold_result_dict(result: HoldResult) -> dict[str, Any]:
         "locked_balance": balance.major(balance.locked_minor),
         "status": balance.status,
         "hold_state": result.hold.state.value,
+        "committed_amount": balance.major(result.hold.committed_minor),
+        "released_amount": balance.major(result.hold.released_minor),
         "transaction_id": result.event_id or None,
     }
 
