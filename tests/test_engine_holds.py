@@ -40,6 +40,7 @@ def test_reserve_locks_the_amount(service: ReserveService) -> None:
         "success": True, "reference_id": "h1", "reserved_amount": Decimal("1000"),
         "available_balance": Decimal("9000"), "locked_balance": Decimal("1000"),
         "status": "healthy", "hold_state": "pending", "transaction_id": 3,
+        "committed_amount": Decimal("0"), "released_amount": Decimal("0"),
     }  # events 1 and 2: account_open and the seed top-up
     assert usdt(service) == (10_000_000_000, 1_000_000_000)
     assert service.get_hold("h1") == {
@@ -140,6 +141,7 @@ def test_release_frees_the_hold(service: ReserveService) -> None:
         "success": True, "reference_id": "h1", "reserved_amount": Decimal("1000"),
         "available_balance": Decimal("10000"), "locked_balance": Decimal("0"),
         "status": "healthy", "hold_state": "released", "transaction_id": 4,
+        "committed_amount": Decimal("0"), "released_amount": Decimal("1000"),
     }
     assert usdt(service) == (10_000_000_000, 0)
     again = service.release_reserve("h1")
@@ -166,6 +168,7 @@ def test_full_commit(service: ReserveService) -> None:
         "success": True, "reference_id": "h1", "reserved_amount": Decimal("1000"),
         "available_balance": Decimal("9000"), "locked_balance": Decimal("0"),
         "status": "healthy", "hold_state": "committed", "transaction_id": 4,
+        "committed_amount": Decimal("1000"), "released_amount": Decimal("0"),
     }
     assert usdt(service) == (9_000_000_000, 0)
     assert service.commit_reserve("h1") == {**result, "transaction_id": None}
