@@ -23,6 +23,9 @@ class Settings:
     # Journal shards: keys of one account share the hash tag of its shard; one stream each.
     shard_count: int = 1
     retention_s: int = limits.retention_s_default
+    # WAIT after every script: a reply means the write reached this many replicas.
+    wait_replicas: int = 0
+    wait_timeout_ms: int = 1000
     admin_tokens: tuple[str, ...] = field(default_factory=tuple)
     service_tokens: tuple[str, ...] = field(default_factory=tuple)
 
@@ -49,6 +52,8 @@ class Settings:
             redis_cluster=cluster,
             shard_count=shard_count,
             retention_s=int(os.environ.get("RESERVES_RETENTION_S", str(limits.retention_s_default))),
+            wait_replicas=int(os.environ.get("RESERVES_REDIS_WAIT_REPLICAS", "0")),
+            wait_timeout_ms=int(os.environ.get("RESERVES_REDIS_WAIT_TIMEOUT_MS", "1000")),
             admin_tokens=_env_list("RESERVES_ADMIN_TOKENS"),
             service_tokens=_env_list("RESERVES_SERVICE_TOKENS"),
         )

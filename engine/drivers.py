@@ -21,13 +21,46 @@ def _unavailable(exc: Exception) -> Unavailable:
     return Unavailable(f"Redis is unavailable: {type(exc).__name__}", code="redis_unavailable")
 
 
+def _check_acked(acked: int, wanted: int) -> None:
+    if int(acked) < wanted:
+        # The write is on the master but not yet confirmed by enough replicas: a failover now
+        # could lose it. The caller retries with the same reference, which is idempotent.
+        raise Unavailable(
+            f"Write not confirmed by {wanted} replica(s) in time (got {acked}); retry the call",
+            code="durability_unconfirmed",
+        )
+
+
+def _is_cluster(client: Any) -> bool:
+    return hasattr(client, "get_node_from_key")
+
+
 class SyncDriver:
-    def __init__(self, client: Any) -> None:
+    """Runs operations on a sync client. With wait_replicas > 0 every script is followed by
+    WAIT on the same connection (same node in a cluster), so a reply means the write reached
+    that many replicas."""
+
+    def __init__(self, client: Any, wait_replicas: int = 0, wait_timeout_ms: int = 1000) -> None:
         self.client = client
         self.scripts = ScriptRegistry(client)
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+
+    def _script_waited(self, command: Script) -> Any:
+        node_client = self.client
+        if _is_cluster(self.client):
+            node_client = self.client.get_node_from_key(command.keys[0]).redis_connection
+        pipe = node_client.pipeline(transaction=False)
+        self.scripts[command.name](keys=command.keys, args=command.args, client=pipe)
+        pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+        reply, acked = pipe.execute()
+        _check_acked(acked, self.wait_replicas)
+        return reply
 
     def execute(self, command: Command) -> Any:
         if isinstance(command, Script):
+            if self.wait_replicas:
+                return self._script_waited(command)
             return self.scripts[command.name](keys=command.keys, args=command.args)
         if isinstance(command, Call):
             return getattr(self.client, command.method)(*command.args)
@@ -54,9 +87,15 @@ class SyncDriver:
 
 
 class AsyncDriver:
-    def __init__(self, client: Any, inflight_max: int = limits.redis_connections_max) -> None:
+    """Runs operations on an asyncio client (WAIT as in SyncDriver)."""
+
+    def __init__(self, client: Any, inflight_max: int = limits.redis_connections_max,
+                 wait_replicas: int = 0, wait_timeout_ms: int = 1000) -> None:
         self.client = client
         self.scripts = ScriptRegistry(client)
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        self._node_clients: dict[str, Any] = {}
         # Commands in flight at once: more would need more connections than the pool holds
         # (the cluster client fails instead of waiting), so callers queue here.
         self._inflight = asyncio.Semaphore(inflight_max)
@@ -65,8 +104,28 @@ class AsyncDriver:
         async with self._inflight:
             return await self._execute(command)
 
+    async def _script_waited(self, command: Script) -> Any:
+        node_client = self.client
+        if _is_cluster(self.client):
+            node = self.client.get_node_from_key(command.keys[0])
+            node_client = self._node_clients.get(node.name)
+            if node_client is None:
+                import redis.asyncio
+
+                node_client = redis.asyncio.Redis(host=node.host, port=node.port,
+                                                  decode_responses=True)
+                self._node_clients[node.name] = node_client
+        pipe = node_client.pipeline(transaction=False)
+        await self.scripts[command.name](keys=command.keys, args=command.args, client=pipe)
+        pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+        reply, acked = await pipe.execute()
+        _check_acked(acked, self.wait_replicas)
+        return reply
+
     async def _execute(self, command: Command) -> Any:
         if isinstance(command, Script):
+            if self.wait_replicas:
+                return await self._script_waited(command)
             return await self.scripts[command.name](keys=command.keys, args=command.args)
         if isinstance(command, Call):
             return await getattr(self.client, command.method)(*command.args)

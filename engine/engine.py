@@ -30,7 +30,8 @@ class ReserveEngine:
         self.registry = registry or CurrencyRegistry.load(self.settings.currencies_path)
         self.client = client
         self.ops = Ops(self.settings, self.registry, clock_ms)
-        self.driver = AsyncDriver(client)
+        self.driver = AsyncDriver(client, wait_replicas=self.settings.wait_replicas,
+                                  wait_timeout_ms=self.settings.wait_timeout_ms)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **kwargs: Any) -> ReserveEngine:

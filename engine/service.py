@@ -59,7 +59,8 @@ class ReserveService:
         self.registry = registry or CurrencyRegistry.load(self.settings.currencies_path)
         self.client = client if client is not None else sync_client(self.settings)
         self.ops = Ops(self.settings, self.registry, clock_ms)
-        self.driver = SyncDriver(self.client)
+        self.driver = SyncDriver(self.client, wait_replicas=self.settings.wait_replicas,
+                                 wait_timeout_ms=self.settings.wait_timeout_ms)
 
     def run(self, op: Op[T]) -> T:
         return self.driver.run(op)
