@@ -1,0 +1,311 @@
+"""Mobile-money buys (fiat -> crypto) and sells (crypto -> fiat) behind a provider.
+
+References, derived from the operation's reference_id R (one namespace for buys and sells):
+  buy:  R_crypto (hold, crypto reserve), R_credit_user (user's crypto), R_collected (fiat
+        reserve: the money collected), R_crypto_late (debit when a late success found the hold
+        expired)
+  sell: R_fiat (hold, fiat reserve: the payout), R_user (hold, user's crypto), R_credit_crypto
+        (crypto reserve), R_fiat_late / R_user_late (debits after an expired hold)
+
+States: reserving -> initiating -> pending -> completed | failed | expired, or
+settlement_failed (a success arrived after the holds expired and the money was gone: an
+operator settles it). `outcome` (first writer wins: the callback's status, provider_error,
+refused, expired) decides; every step after it is idempotent, so any re-run finishes it.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from engine.engine import ReserveEngine
+from engine.errors import InsufficientReserve, InvalidRequest, ReferenceConflict, ReserveError
+from engine.flows import limits
+from engine.flows.errors import FlowNotFound, RecordedFailure
+from engine.flows.providers import MobileMoneyProvider, ProviderRequest
+from engine.flows.quotes import Quotes
+from engine.flows.steps import (
+    commit_hold,
+    hold_view,
+    insufficient_funds,
+    insufficient_reserve,
+    undo_hold,
+)
+from engine.flows.store import FlowStore, canonical
+from engine.money import from_minor, parse_decimal, to_minor
+from engine.ops import AccountSpec, check_reference
+from engine.registry import AccountType, Currency
+
+KIND = "mm"
+TERMINAL = ("completed", "failed", "expired", "settlement_failed")
+_PHONE_CHARS = set("+0123456789")
+
+
+class MobileMoney:
+    def __init__(self, engine: ReserveEngine, store: FlowStore, quotes: Quotes,
+                 provider: MobileMoneyProvider) -> None:
+        self.engine = engine
+        self.store = store
+        self.quotes = quotes
+        self.provider = provider
+
+    # -- requests -------------------------------------------------------------------------------
+
+    async def buy(self, user_id: Any, fiat_currency: Any, crypto_currency: Any, fiat_amount: Any,
+                  phone_number: Any, reference_id: Any) -> dict[str, Any]:
+        """Pay fiat by mobile money, receive crypto from the reserve."""
+        fiat, crypto = self._currencies(fiat_currency, crypto_currency)
+        fiat_minor = to_minor(fiat_amount, fiat.decimals, fiat.code, "fiat_amount")
+        crypto_minor, pair = self.quotes.price(fiat, crypto, fiat_minor)
+        return await self._start("buy", user_id, fiat, crypto, fiat_minor, crypto_minor,
+                                 pair.rate, fiat_amount, phone_number, reference_id)
+
+    async def sell(self, user_id: Any, crypto_currency: Any, fiat_currency: Any,
+                   crypto_amount: Any, phone_number: Any, reference_id: Any) -> dict[str, Any]:
+        """Pay crypto from the wallet, receive fiat by mobile money from the reserve."""
+        fiat, crypto = self._currencies(fiat_currency, crypto_currency)
+        crypto_minor = to_minor(crypto_amount, crypto.decimals, crypto.code, "crypto_amount")
+        fiat_minor, pair = self.quotes.price(crypto, fiat, crypto_minor)
+        return await self._start("sell", user_id, fiat, crypto, fiat_minor, crypto_minor,
+                                 pair.rate, crypto_amount, phone_number, reference_id)
+
+    def _currencies(self, fiat_code: Any, crypto_code: Any) -> tuple[Currency, Currency]:
+        fiat, crypto = self.quotes.pair(fiat_code, crypto_code)
+        if fiat.account_type is not AccountType.fiat:
+            raise InvalidRequest(f"{fiat.code} is not a fiat currency")
+        if crypto.account_type is not AccountType.crypto:
+            raise InvalidRequest(f"{crypto.code} is not a crypto currency")
+        return fiat, crypto
+
+    async def _start(self, direction: str, user_id: Any, fiat: Currency, crypto: Currency,
+                     fiat_minor: int, crypto_minor: int, rate: Decimal, amount: Any,
+                     phone_number: Any, ref: Any) -> dict[str, Any]:
+        check_reference(ref)
+        self.engine.ops.user_spec(user_id, crypto.code)  # validates user_id
+        if (not isinstance(phone_number, str) or not 7 <= len(phone_number) <= 16
+                or not set(phone_number) <= _PHONE_CHARS):
+            raise InvalidRequest("phone_number must be 7-16 digits, optionally with +")
+        request = {"direction": direction, "user_id": user_id, "fiat": fiat.code,
+                   "crypto": crypto.code, "amount": str(parse_decimal(amount).normalize()),
+                   "phone_number": phone_number}
+        record = await self._repeat(ref, request)
+        if record is None:
+            now_ms = self.engine.ops.clock_ms()
+            deadline_ms = now_ms + limits.mobile_money_hold_ttl_s * 1000
+            await self.store.claim(KIND, ref, request)
+            record = await self._repeat(ref, request)  # a racing twin may have started it
+            if record is None:
+                await self.store.mark_open(KIND, ref, deadline_ms)
+                await self.store.update(
+                    KIND, ref, state="reserving", direction=direction, user_id=user_id,
+                    fiat_currency=fiat.code, crypto_currency=crypto.code,
+                    fiat_minor=str(fiat_minor), crypto_minor=str(crypto_minor), rate=str(rate),
+                    phone_number=phone_number, created_ms=str(now_ms),
+                    deadline_ms=str(deadline_ms))
+                record = await self.store.load(KIND, ref)
+        return await self._advance(ref, record, abandon=False)
+
+    async def _repeat(self, ref: str, request: dict[str, Any]) -> dict[str, str] | None:
+        record = await self.store.load(KIND, ref)
+        if not record:
+            return None
+        if record.get("request") != canonical(request):
+            raise ReferenceConflict(
+                f"reference_id {ref} was already used for a different mobile-money operation",
+                code="reference_conflict")
+        return record if "state" in record else None
+
+    async def get(self, reference_id: str) -> dict[str, Any]:
+        check_reference(reference_id)
+        record = await self.store.load(KIND, reference_id)
+        if "state" not in record:
+            raise FlowNotFound(f"Mobile-money operation {reference_id} not found",
+                               code="operation_not_found")
+        return await self.view(reference_id, record)
+
+    async def callback(self, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+        """A provider's callback: verified first (a bad one changes nothing), then applied once."""
+        cb = self.provider.verify_callback(body, headers)
+        record = await self.store.load(KIND, cb.reference_id)
+        if "state" not in record:
+            raise FlowNotFound(f"No mobile-money operation {cb.reference_id}",
+                               code="operation_not_found")
+        known_tx = record.get("provider_tx_id")
+        if known_tx and known_tx != cb.provider_tx_id:
+            raise ReferenceConflict(f"Callback transaction {cb.provider_tx_id} does not match "
+                                    f"operation {cb.reference_id}", code="transaction_mismatch")
+        duplicate = record["state"] in TERMINAL
+        await self.store.set_first(KIND, cb.reference_id, "provider_tx_id", cb.provider_tx_id)
+        await self.store.set_first(KIND, cb.reference_id, "outcome", cb.status)
+        record = await self.store.load(KIND, cb.reference_id)
+        if record["state"] == "pending":  # else the request in flight applies it (it reads after)
+            await self._apply(cb.reference_id, record)
+            record = await self.store.load(KIND, cb.reference_id)
+        view = await self.view(cb.reference_id, record)
+        view["duplicate_callback"] = duplicate
+        return view
+
+    async def recover(self, reference_id: str) -> dict[str, Any]:
+        """Past its deadline with no callback: expire it (release the holds)."""
+        record = await self.store.load(KIND, reference_id)
+        if "state" not in record:
+            await self.store.mark_settled(KIND, reference_id)
+            return {}
+        await self.store.set_first(KIND, reference_id, "outcome", "expired")
+        record = await self.store.load(KIND, reference_id)
+        await self._apply(reference_id, record)
+        return await self.view(reference_id, await self.store.load(KIND, reference_id))
+
+    # -- the state machine ----------------------------------------------------------------------
+
+    def _specs(self, r: dict[str, str]) -> dict[str, AccountSpec]:
+        ops = self.engine.ops
+        return {"fiat": ops.reserve_spec(r["fiat_currency"], None),
+                "crypto": ops.reserve_spec(r["crypto_currency"], None),
+                "user": ops.user_spec(r["user_id"], r["crypto_currency"])}
+
+    def _holds(self, ref: str, r: dict[str, str]) -> list[tuple[AccountSpec, int, str]]:
+        specs = self._specs(r)
+        if r["direction"] == "buy":
+            return [(specs["crypto"], int(r["crypto_minor"]), f"{ref}_crypto")]
+        return [(specs["fiat"], int(r["fiat_minor"]), f"{ref}_fiat"),
+                (specs["user"], int(r["crypto_minor"]), f"{ref}_user")]
+
+    async def _advance(self, ref: str, r: dict[str, str], abandon: bool) -> dict[str, Any]:
+        refusal: ReserveError | None = None
+        if r["state"] == "reserving" and "outcome" not in r:
+            refusal = await self._reserve(ref, r)
+            if refusal is None:
+                await self.store.update(KIND, ref, state="initiating")
+            r = await self.store.load(KIND, ref)
+        if r["state"] == "initiating" and "outcome" not in r:
+            await self._initiate(ref, r)
+            r = await self.store.load(KIND, ref)
+        if "outcome" in r and r["state"] not in TERMINAL:
+            await self._apply(ref, r)
+            r = await self.store.load(KIND, ref)
+        if r["state"] == "failed" and r.get("outcome") in ("refused", "provider_error"):
+            if refusal is not None:
+                raise refusal
+            raise RecordedFailure(int(r.get("error_status", "409")),
+                                  json.loads(r.get("error") or "{}"))
+        return await self.view(ref, r)
+
+    async def _reserve(self, ref: str, r: dict[str, str]) -> ReserveError | None:
+        legs = self._holds(ref, r)
+        ops = self.engine.ops
+        try:
+            try:
+                await self._check(legs)
+                await self.engine.run(ops.reserve_many(
+                    legs, r["direction"], limits.mobile_money_hold_ttl_s,
+                    {"flow": r["direction"], "ref": ref}))
+            except InsufficientReserve:
+                await self._check(legs)
+                raise
+        except ReserveError as err:
+            if err.status_code >= 500:
+                raise
+            await self._refuse(ref, "refused", err)
+            return err
+        return None
+
+    async def _check(self, legs: list[tuple[AccountSpec, int, str]]) -> None:
+        balances = await self.engine.run(self.engine.ops.balances([s for s, _, _ in legs]))
+        for (_, amount_minor, ref), balance in zip(legs, balances, strict=True):
+            if balance.available_minor < amount_minor:
+                if ref.endswith("_user"):
+                    raise insufficient_funds(balance, amount_minor)
+                raise insufficient_reserve(balance, amount_minor, ref.rsplit("_", 1)[1])
+
+    async def _refuse(self, ref: str, outcome: str, err: ReserveError) -> None:
+        if await self.store.set_first(KIND, ref, "outcome", outcome) == outcome:
+            await self.store.update(KIND, ref, error_status=str(err.status_code),
+                                    error=err.to_dict())
+
+    async def _initiate(self, ref: str, r: dict[str, str]) -> None:
+        buy = r["direction"] == "buy"
+        fiat = self.engine.registry.get(r["fiat_currency"])
+        request = ProviderRequest("collection" if buy else "payout", ref, r["phone_number"],
+                                  fiat.code, from_minor(int(r["fiat_minor"]), fiat.decimals))
+        try:
+            if buy:
+                tx_id = await self.provider.initiate_collection(request)
+            else:
+                tx_id = await self.provider.initiate_payout(request)
+        except ReserveError as err:
+            if err.status_code != 502:
+                raise
+            await self._refuse(ref, "provider_error", err)
+            return
+        await self.store.set_first(KIND, ref, "provider_tx_id", tx_id)
+        await self.store.update(KIND, ref, state="pending")
+
+    async def _apply(self, ref: str, r: dict[str, str]) -> None:
+        outcome = r["outcome"]
+        if r["state"] in TERMINAL:
+            return
+        if outcome == "success":
+            state = await self._settle(ref, r)
+        else:
+            meta = {"flow": r["direction"], "ref": ref, "outcome": outcome}
+            for spec, _, hold_ref in self._holds(ref, r):
+                await undo_hold(self.engine, hold_ref, spec, f"{hold_ref}_refund", meta)
+            state = "expired" if outcome == "expired" else "failed"
+        await self.store.update(KIND, ref, state=state)
+        await self.store.mark_settled(KIND, ref)
+        await self.store.journal(f"{r['direction']}_{state}", ref, {"user_id": r["user_id"]})
+
+    async def _settle(self, ref: str, r: dict[str, str]) -> str:
+        specs = self._specs(r)
+        meta = {"flow": r["direction"], "ref": ref}
+        crypto_minor, fiat_minor = int(r["crypto_minor"]), int(r["fiat_minor"])
+        ops = self.engine.ops
+        if r["direction"] == "buy":
+            if not await self._debit(f"{ref}_crypto", specs["crypto"], crypto_minor, meta):
+                return "settlement_failed"
+            await self.engine.run(ops.top_up(specs["user"], crypto_minor, f"{ref}_credit_user",
+                                             meta))
+            await self.engine.run(ops.top_up(specs["fiat"], fiat_minor, f"{ref}_collected", meta))
+            return "completed"
+        if not await self._debit(f"{ref}_user", specs["user"], crypto_minor, meta):
+            return "settlement_failed"
+        await self.engine.run(ops.top_up(specs["crypto"], crypto_minor, f"{ref}_credit_crypto",
+                                         meta))
+        if not await self._debit(f"{ref}_fiat", specs["fiat"], fiat_minor, meta):
+            return "settlement_failed"
+        return "completed"
+
+    async def _debit(self, hold_ref: str, spec: AccountSpec, amount_minor: int,
+                     meta: dict[str, Any]) -> bool:
+        """Commit the hold; if it expired meanwhile, debit the available balance instead."""
+        if await commit_hold(self.engine, hold_ref, amount_minor, meta):
+            return True
+        try:
+            await self.engine.run(self.engine.ops.withdraw(spec, amount_minor, f"{hold_ref}_late",
+                                                           meta))
+        except InsufficientReserve:
+            return False
+        return True
+
+    async def view(self, ref: str, r: dict[str, str]) -> dict[str, Any]:
+        fiat = self.engine.registry.get(r["fiat_currency"])
+        crypto = self.engine.registry.get(r["crypto_currency"])
+        return {
+            "reference_id": ref,
+            "direction": r["direction"],
+            "state": r["state"],
+            "outcome": r.get("outcome"),
+            "user_id": r["user_id"],
+            "fiat_currency": fiat.code,
+            "crypto_currency": crypto.code,
+            "fiat_amount": from_minor(int(r["fiat_minor"]), fiat.decimals),
+            "crypto_amount": from_minor(int(r["crypto_minor"]), crypto.decimals),
+            "rate": Decimal(r["rate"]),
+            "phone_number": r["phone_number"],
+            "provider_tx_id": r.get("provider_tx_id"),
+            "expires_at_ms": int(r["deadline_ms"]),
+            "legs": [await hold_view(self.engine, h) for _, _, h in self._holds(ref, r)],
+            "error": json.loads(r["error"]) if r.get("error") else None,
+        }
