@@ -26,6 +26,8 @@ class Settings:
     # WAIT after every script: a reply means the write reached this many replicas.
     wait_replicas: int = 0
     wait_timeout_ms: int = 1000
+    # Coalesce concurrent reserve / commit / release calls per shard (engine/batching.py).
+    batching: bool = True
     admin_tokens: tuple[str, ...] = field(default_factory=tuple)
     service_tokens: tuple[str, ...] = field(default_factory=tuple)
 
@@ -54,6 +56,7 @@ class Settings:
             retention_s=int(os.environ.get("RESERVES_RETENTION_S", str(limits.retention_s_default))),
             wait_replicas=int(os.environ.get("RESERVES_REDIS_WAIT_REPLICAS", "0")),
             wait_timeout_ms=int(os.environ.get("RESERVES_REDIS_WAIT_TIMEOUT_MS", "1000")),
+            batching=os.environ.get("RESERVES_BATCHING", "1").lower() not in ("0", "false", "no"),
             admin_tokens=_env_list("RESERVES_ADMIN_TOKENS"),
             service_tokens=_env_list("RESERVES_SERVICE_TOKENS"),
         )

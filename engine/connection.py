@@ -61,4 +61,4 @@ def async_client(settings: Settings) -> Any:
         max_connections=limits.redis_connections_max, timeout=limits.redis_pool_wait_s,
         socket_connect_timeout=limits.redis_connect_timeout_s,
     )
-    return redis.asyncio.Redis(connection_pool=pool)
+    return redis.asyncio.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it

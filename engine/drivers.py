@@ -14,10 +14,11 @@ from engine.scripts import ScriptRegistry
 
 T = TypeVar("T")
 
-_UNAVAILABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+# Failures that mean Redis could not be reached (also for callers using the client directly).
+UNAVAILABLE_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
 
-def _unavailable(exc: Exception) -> Unavailable:
+def unavailable(exc: Exception) -> Unavailable:
     return Unavailable(f"Redis is unavailable: {type(exc).__name__}", code="redis_unavailable")
 
 
@@ -82,8 +83,8 @@ class SyncDriver:
             return stop.value  # type: ignore[no-any-return]
         except ReserveError:
             raise
-        except _UNAVAILABLE as exc:
-            raise _unavailable(exc) from exc
+        except UNAVAILABLE_ERRORS as exc:
+            raise unavailable(exc) from exc
 
 
 class AsyncDriver:
@@ -96,6 +97,10 @@ class AsyncDriver:
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
         self._node_clients: dict[str, Any] = {}
+        # An asyncio RedisCluster learns its slots on first use; a burst of first commands
+        # before that is routed without them, gets MOVED and resets the client under the
+        # other commands (redis-py 8.1): so the first run initializes it alone.
+        self._cluster_uninitialized = _is_cluster(client)
         # Commands in flight at once: more would need more connections than the pool holds
         # (the cluster client fails instead of waiting), so callers queue here.
         self._inflight = asyncio.Semaphore(inflight_max)
@@ -143,6 +148,9 @@ class AsyncDriver:
     async def run(self, op: Op[T]) -> T:
         reply: Any = None
         try:
+            if self._cluster_uninitialized:
+                await self.client.initialize()  # idempotent, under the client's own lock
+                self._cluster_uninitialized = False
             while True:
                 command = op.send(reply)
                 reply = await self.execute(command)
@@ -150,5 +158,5 @@ class AsyncDriver:
             return stop.value  # type: ignore[no-any-return]
         except ReserveError:
             raise
-        except _UNAVAILABLE as exc:
-            raise _unavailable(exc) from exc
+        except UNAVAILABLE_ERRORS as exc:
+            raise unavailable(exc) from exc

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from engine import limits
+from engine.batching import BatchingDriver
 from engine.commands import Op
 from engine.config import Settings
 from engine.connection import async_client
@@ -25,13 +26,18 @@ class ReserveEngine:
         settings: Settings | None = None,
         registry: CurrencyRegistry | None = None,
         clock_ms: Callable[[], int] = wall_clock_ms,
+        batching: bool | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
         self.registry = registry or CurrencyRegistry.load(self.settings.currencies_path)
         self.client = client
         self.ops = Ops(self.settings, self.registry, clock_ms)
-        self.driver = AsyncDriver(client, wait_replicas=self.settings.wait_replicas,
-                                  wait_timeout_ms=self.settings.wait_timeout_ms)
+        # batching None: as the settings say (RESERVES_BATCHING, on by default)
+        if batching is None:
+            batching = self.settings.batching
+        driver_type = BatchingDriver if batching else AsyncDriver
+        self.driver: AsyncDriver = driver_type(client, wait_replicas=self.settings.wait_replicas,
+                                               wait_timeout_ms=self.settings.wait_timeout_ms)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **kwargs: Any) -> ReserveEngine:

@@ -44,3 +44,9 @@ redis_connect_timeout_s = 2.0
 # A cross-slot saga unsettled this long is taken as abandoned by a crashed caller and undone.
 saga_stale_s = 60.0
 saga_recover_per_pass_max = 256
+
+# Micro-batching (engine/batching.py): operations of one shard per batch script call, batches of
+# one shard in flight at once, operations waiting per shard before callers are refused.
+batch_ops_max = 128
+batches_inflight_per_shard_max = 2
+batch_queue_ops_max = 10_000

@@ -48,6 +48,10 @@ def to_minor(amount: Any, decimals: int, currency: str, field: str = "amount") -
         raise InvalidRequest(f"{field} must be greater than zero")
     if value.adjusted() > 20:  # far beyond any balance; keeps the exact arithmetic below small
         raise InvalidRequest(f"{field} {value} exceeds the largest supported amount")
+    if value.adjusted() < -decimals:  # below one minor unit (also keeps scaleb from underflowing)
+        raise PrecisionError(
+            f"{field} {value} has more than {decimals} decimal places, the precision of {currency}"
+        )
     with localcontext() as ctx:
         ctx.prec = 64  # more digits than any accepted amount has, so nothing rounds silently
         ctx.traps[Inexact] = True

@@ -209,11 +209,9 @@ class Ops:
         claimed = yield Call("hsetnx", (index_key, reference_id, label))
         if not claimed:
             owner = yield Call("hget", (index_key, reference_id))
-            if owner is not None and owner != label:
-                raise ReferenceConflict(
-                    f"Reference {reference_id} is already used on another account",
-                    code="reference_conflict",
-                )
+            if owner is not None and owner != label:  # the same refusal as in one slot
+                raise_for_code(ResultCode.reference_conflict, reference_id=reference_id,
+                               account=label)
 
     def _remember(self, reference_id: str, label: str) -> None:
         labels = self._hold_labels

@@ -25,62 +25,9 @@ Returns hold_reply {code, total, locked, event_id, hold fields...}
   32 hold_expired          (a pending hold past its TTL is expired now, then refused)
 ]]
 -- @include common
+-- @include holds
 
 local keys = { acct = KEYS[1], holds = KEYS[2], expiry = KEYS[3], ended = KEYS[4], ops = KEYS[5],
                stream = KEYS[6], seq = KEYS[7] }
-local label, ref = ARGV[4], ARGV[5]
-
--- validate
-local amount = nil
-if ARGV[6] ~= '' then
-  amount = parse_amount(ARGV[6])
-  if amount == nil then
-    return hold_reply(10)
-  end
-end
-if rcall('EXISTS', keys.acct) == 0 then
-  return hold_reply(11)
-end
-local raw = rcall('HGET', keys.holds, ref)
-if not raw then
-  return hold_reply(12)
-end
-local h = hold_decode(raw)
-
--- already ended
-if h.state ~= 'pending' then
-  local total, locked = balances(keys.acct)
-  if h.state == 'committed' then
-    if amount == nil or amount == h.committed then
-      return hold_reply(1, total, locked, 0, h)
-    end
-    return hold_reply(31, total, locked, 0, h)
-  elseif h.state == 'released' then
-    return hold_reply(30, total, locked, 0, h)
-  end
-  return hold_reply(32, total, locked, 0, h)
-end
-if h.expires > 0 and h.expires <= NOW_MS then
-  local _, total, locked = end_hold(keys, label, ref, h, 'expired', '')
-  return hold_reply(32, total, locked, 0, h)
-end
-
--- limits
-local committed = amount or h.amount
-if committed > h.amount then
-  local total, locked = balances(keys.acct)
-  return hold_reply(22, total, locked, 0, h)
-end
-
--- mutate
-h.state = 'committed'
-h.committed = committed
-h.ended = NOW_MS
-rcall('HSET', keys.holds, ref, hold_encode(h))
-rcall('ZREM', keys.expiry, ref)
-rcall('ZADD', keys.ended, ARGV[1], 'h:' .. ref)
-local id, total, locked = apply(keys.acct, keys.stream, keys.seq, 'reserve_commit', label, ref,
-  committed, -committed, -h.amount, ARGV[7], { 'held', istr(h.amount) })
-expire_due(keys, label, tonumber(ARGV[9]))
-prune_ended(keys, tonumber(ARGV[8]), tonumber(ARGV[10]), KEYS[8])
-return hold_reply(0, total, locked, id, h)
+return hold_commit(keys, ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]),
+  tonumber(ARGV[10]), KEYS[8])

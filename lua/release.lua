@@ -18,36 +18,9 @@ Returns hold_reply {code, total, locked, event_id, hold fields...}
   31 hold_already_committed
 ]]
 -- @include common
+-- @include holds
 
 local keys = { acct = KEYS[1], holds = KEYS[2], expiry = KEYS[3], ended = KEYS[4], ops = KEYS[5],
                stream = KEYS[6], seq = KEYS[7] }
-local label, ref = ARGV[4], ARGV[5]
-
--- validate
-if rcall('EXISTS', keys.acct) == 0 then
-  return hold_reply(11)
-end
-local raw = rcall('HGET', keys.holds, ref)
-if not raw then
-  return hold_reply(12)
-end
-local h = hold_decode(raw)
-
--- already ended
-if h.state ~= 'pending' then
-  local total, locked = balances(keys.acct)
-  if h.state == 'committed' then
-    return hold_reply(31, total, locked, 0, h)
-  end
-  return hold_reply(1, total, locked, 0, h)
-end
-
--- mutate
-local state = 'released'
-if h.expires > 0 and h.expires <= NOW_MS then
-  state = 'expired'
-end
-local id, total, locked = end_hold(keys, label, ref, h, state, ARGV[6])
-expire_due(keys, label, tonumber(ARGV[8]))
-prune_ended(keys, tonumber(ARGV[7]), tonumber(ARGV[9]), KEYS[8])
-return hold_reply(0, total, locked, id, h)
+return hold_release(keys, ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]),
+  tonumber(ARGV[9]), KEYS[8])

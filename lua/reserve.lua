@@ -29,59 +29,9 @@ Returns {code, total, locked, event_id, hold fields...} (hold_reply)
   21 exceeds_available  nothing locked; total and locked returned
 ]]
 -- @include common
+-- @include holds
 
 local keys = { acct = KEYS[1], holds = KEYS[2], expiry = KEYS[3], ended = KEYS[4], ops = KEYS[5],
                stream = KEYS[6], seq = KEYS[7] }
-local label, ref = ARGV[4], ARGV[5]
-
--- validate
-local amount = parse_amount(ARGV[6])
-if amount == nil then
-  return hold_reply(10)
-end
-if rcall('EXISTS', keys.acct) == 0 then
-  return hold_reply(11)
-end
-expire_due(keys, label, tonumber(ARGV[11]))
-prune_ended(keys, tonumber(ARGV[10]), tonumber(ARGV[12]), KEYS[8])
-
--- already exists / idempotent
-local raw = rcall('HGET', keys.holds, ref)
-if raw then
-  local h = hold_decode(raw)
-  local total, locked = balances(keys.acct)
-  if h.amount ~= amount then
-    return hold_reply(20, total, locked, 0, h)
-  end
-  return hold_reply(1, total, locked, 0, h)
-end
-if KEYS[8] then
-  local owner = rcall('HGET', KEYS[8], ref)
-  if owner and owner ~= label then
-    return hold_reply(20)
-  end
-end
-
--- limits
-local total, locked = balances(keys.acct)
-if amount > total - locked then
-  return hold_reply(21, total, locked)
-end
-
--- mutate
-local ttl_ms = tonumber(ARGV[7])
-local expires = 0
-if ttl_ms > 0 then
-  expires = NOW_MS + ttl_ms
-  rcall('ZADD', keys.expiry, istr(expires), ref)
-end
-local h = { state = 'pending', amount = amount, committed = 0, created = NOW_MS, expires = expires,
-            ended = 0, op = ARGV[8] }
-rcall('HSET', keys.holds, ref, hold_encode(h))
-if KEYS[8] then
-  rcall('HSET', KEYS[8], ref, label)
-end
-local id
-id, total, locked = apply(keys.acct, keys.stream, keys.seq, 'reserve_lock', label, ref, amount, 0,
-  amount, ARGV[9], { 'exp', istr(expires), 'optype', ARGV[8] })
-return hold_reply(0, total, locked, id, h)
+return hold_reserve(keys, ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8], ARGV[9],
+  tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), KEYS[8])

@@ -43,15 +43,42 @@ def key_prefix() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
 
 
-def _cleanup(client: Any, prefix: str) -> None:
+def _cleanup(client: Any, prefix: str, deleter: Any = None) -> None:
+    """Delete the prefix's keys found on client; deleter (a cluster client) splits by slot."""
     keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
     for i in range(0, len(keys), 500):
-        client.delete(*keys[i:i + 500])
+        (deleter or client).delete(*keys[i:i + 500])
 
 
-@pytest.fixture(params=["fakeredis", "redis"])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`backend` runs each test on fakeredis and real Redis, and also on a real local Redis
+    Cluster in modules that set RUN_ON_CLUSTER = True (the engine's suite)."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        argnames = mark.args[0]
+        if isinstance(argnames, str):
+            argnames = argnames.split(",")
+        if "backend" in (name.strip() for name in argnames):
+            return  # the test names its backends itself
+    names: list[Any] = ["fakeredis", "redis"]
+    if getattr(metafunc.module, "RUN_ON_CLUSTER", False):
+        names.append(pytest.param("cluster", marks=pytest.mark.real))  # not in test-fast
+    metafunc.parametrize("backend", names, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def shared_cluster() -> Iterator[Any]:
+    """One 3-master local cluster for every test that runs on the cluster backend."""
+    from tests.cluster import redis_cluster
+
+    with redis_cluster(masters=3) as started:
+        yield started
+
+
+@pytest.fixture
 def backend(request: pytest.FixtureRequest, key_prefix: str) -> Iterator[dict[str, Any]]:
-    """The same test on the embedded fakeredis and on the real Redis.
+    """The same test on the embedded fakeredis, the real Redis (and a Redis Cluster).
 
     Yields {"name", "sync": a sync client, "async_factory": () -> asyncio client,
     "settings": Settings with this test's key prefix}.
@@ -66,6 +93,26 @@ def backend(request: pytest.FixtureRequest, key_prefix: str) -> Iterator[dict[st
 
         yield {"name": "fakeredis", "sync": sync, "async_factory": async_factory,
                "settings": settings}
+        return
+    if request.param == "cluster":
+        from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+        from redis.cluster import RedisCluster
+
+        url = request.getfixturevalue("shared_cluster").url
+        settings = replace(settings, redis_url=url, redis_cluster=True, shard_count=16)
+        sync = RedisCluster.from_url(url, decode_responses=True)
+
+        def cluster_async_factory() -> Any:
+            return AsyncRedisCluster.from_url(url, decode_responses=True)
+
+        try:
+            yield {"name": "cluster", "sync": sync, "async_factory": cluster_async_factory,
+                   "settings": settings}
+        finally:
+            for node in sync.get_primaries():
+                _cleanup(sync.get_redis_connection(node), key_prefix, deleter=sync)
+            sync.disconnect_connection_pools()  # close() alone leaves sockets open (redis-py 8.1)
+            sync.close()
         return
     url = request.getfixturevalue("redis_url")
     settings = replace(settings, redis_url=url)

@@ -8,14 +8,17 @@ from typing import Any
 import pytest
 
 from engine.errors import InvalidRequest, PrecisionError, UnknownCurrency
-from tests.engine_helpers import journal, make_service
+from tests.engine_helpers import Ids, journal, make_service, nth_id
+
+RUN_ON_CLUSTER = True  # the backend fixture adds a local 3-master Redis Cluster
 
 
 def test_get_reserve_account_is_created_once(backend: dict[str, Any]) -> None:
     service = make_service(backend)
     first = service.get_reserve_account("USDT", "crypto")
+    account_id = nth_id(service, "RESERVE_USDT_CRYPTO", 1)  # 1 on one shard
     assert first == {"label": "RESERVE_USDT_CRYPTO", "currency": "USDT", "account_type": "crypto",
-                     "account_id": 1, "account_number": "RUSDTc0001"}
+                     "account_id": account_id, "account_number": f"RUSDTc{account_id:04d}"}
     assert type(first["account_id"]) is int
     service.clear_cache()  # ask Redis again, not the in-process cache
     assert service.get_reserve_account("usdt", "CRYPTO") == first
@@ -24,8 +27,8 @@ def test_get_reserve_account_is_created_once(backend: dict[str, Any]) -> None:
     opens = [e for e in journal(service) if e.op == "account_open"]
     assert len(opens) == 1
     assert opens[0].account == "RESERVE_USDT_CRYPTO"
-    assert opens[0].extra == {"cur": "USDT", "type": "crypto", "kind": "reserve", "aid": "1",
-                              "num": "RUSDTc0001"}
+    assert opens[0].extra == {"cur": "USDT", "type": "crypto", "kind": "reserve",
+                              "aid": str(account_id), "num": f"RUSDTc{account_id:04d}"}
 
 
 def test_accounts_get_increasing_ids(backend: dict[str, Any]) -> None:
@@ -33,10 +36,12 @@ def test_accounts_get_increasing_ids(backend: dict[str, Any]) -> None:
     usdt = service.get_reserve_account("USDT", "crypto")
     ugx = service.get_reserve_account("UGX", "fiat")
     btc = service.get_reserve_account("BTC")  # the registry supplies the type
-    assert (usdt["account_id"], ugx["account_id"], btc["account_id"]) == (1, 2, 3)
+    ids = Ids(service)  # (1, 2, 3) on one shard
+    expected = tuple(ids.next(f"RESERVE_{c}") for c in ("USDT_CRYPTO", "UGX_FIAT", "BTC_CRYPTO"))
+    assert (usdt["account_id"], ugx["account_id"], btc["account_id"]) == expected
     assert ugx["label"] == "RESERVE_UGX_FIAT"
-    assert ugx["account_number"] == "RUGXf0002"
-    assert btc["account_number"] == "RBTCc0003"
+    assert ugx["account_number"] == f"RUGXf{expected[1]:04d}"
+    assert btc["account_number"] == f"RBTCc{expected[2]:04d}"
     assert btc["account_type"] == "crypto"
 
 
@@ -66,11 +71,12 @@ def test_account_errors_create_nothing(backend: dict[str, Any], currency: str,
 
 def test_balance_of_a_new_account_is_zero(backend: dict[str, Any]) -> None:
     service = make_service(backend)
+    account_id = nth_id(service, "RESERVE_USDT_CRYPTO", 1)
     assert service.get_reserve_balance("USDT", "crypto") == {
         "currency": "USDT", "account_type": "crypto",
         "total_balance": Decimal("0"), "available_balance": Decimal("0"),
         "locked_balance": Decimal("0"), "utilization_percentage": Decimal("0.0"),
-        "status": "healthy", "account_id": 1, "account_number": "RUSDTc0001",
+        "status": "healthy", "account_id": account_id, "account_number": f"RUSDTc{account_id:04d}",
     }
 
 

@@ -16,6 +16,8 @@ from engine.errors import InsufficientReserve
 from engine.service import ReserveService
 from tests.engine_helpers import assert_journal_matches, journal, make_service, minor_balance
 
+RUN_ON_CLUSTER = True  # the backend fixture adds a local 3-master Redis Cluster
+
 RESERVES_COUNT = 500
 AMOUNT = 100
 TOTAL = 10_000

@@ -20,7 +20,16 @@ from engine.errors import (
 )
 from engine.service import ReserveService
 from engine.types import HoldState
-from tests.engine_helpers import Clock, START_MS, make_service, minor_balance, money_events
+from tests.engine_helpers import (
+    Clock,
+    START_MS,
+    make_service,
+    minor_balance,
+    money_events,
+    nth_id,
+)
+
+RUN_ON_CLUSTER = True  # the backend fixture adds a local 3-master Redis Cluster
 
 
 @pytest.fixture
@@ -39,9 +48,10 @@ def test_reserve_locks_the_amount(service: ReserveService) -> None:
     assert result == {
         "success": True, "reference_id": "h1", "reserved_amount": Decimal("1000"),
         "available_balance": Decimal("9000"), "locked_balance": Decimal("1000"),
-        "status": "healthy", "hold_state": "pending", "transaction_id": 3,
+        "status": "healthy", "hold_state": "pending",
+        "transaction_id": nth_id(service, "RESERVE_USDT_CRYPTO", 3),
         "committed_amount": Decimal("0"), "released_amount": Decimal("0"),
-    }  # events 1 and 2: account_open and the seed top-up
+    }  # the account's shard's events 1 and 2: account_open and the seed top-up
     assert usdt(service) == (10_000_000_000, 1_000_000_000)
     assert service.get_hold("h1") == {
         "reference_id": "h1", "account": "RESERVE_USDT_CRYPTO", "currency": "USDT",
@@ -121,6 +131,23 @@ def test_same_reference_with_another_amount_conflicts(service: ReserveService) -
     assert usdt(service) == (10_000_000_000, 1_000_000_000)
 
 
+def test_a_refused_reference_stays_free_for_another_account(
+        backend: dict[str, Any], service: ReserveService, request: pytest.FixtureRequest) -> None:
+    if backend["name"] == "cluster":
+        # Known difference: where the reference's index sits in another slot than the account,
+        # the reserve claims it before its script runs and keeps the claim when the script
+        # refuses (dropping it could orphan a hold made meanwhile by a racing call). Strict:
+        # this fails once the engine is fixed.
+        request.applymarker(pytest.mark.xfail(strict=True, raises=ReferenceConflict, reason=(
+            "a refused cross-slot reserve leaves its reference claimed")))
+    service.top_up_reserve("UGX", "5000", "fiat", "seed")
+    with pytest.raises(InsufficientReserve):
+        service.reserve_amount("USDT", "10001", "crypto", "h1", "swap")
+    service.reserve_amount("UGX", "1000", "fiat", "h1", "swap")
+    assert service.get_hold("h1")["account"] == "RESERVE_UGX_FIAT"
+    assert minor_balance(service, "UGX", "fiat") == (5000, 1000)
+
+
 def test_same_reference_on_another_account_conflicts(service: ReserveService) -> None:
     service.top_up_reserve("UGX", "5000", "fiat", "seed")
     service.reserve_amount("USDT", "1000", "crypto", "h1", "swap")
@@ -140,7 +167,8 @@ def test_release_frees_the_hold(service: ReserveService) -> None:
     assert result == {
         "success": True, "reference_id": "h1", "reserved_amount": Decimal("1000"),
         "available_balance": Decimal("10000"), "locked_balance": Decimal("0"),
-        "status": "healthy", "hold_state": "released", "transaction_id": 4,
+        "status": "healthy", "hold_state": "released",
+        "transaction_id": nth_id(service, "RESERVE_USDT_CRYPTO", 4),
         "committed_amount": Decimal("0"), "released_amount": Decimal("1000"),
     }
     assert usdt(service) == (10_000_000_000, 0)
@@ -167,7 +195,8 @@ def test_full_commit(service: ReserveService) -> None:
     assert result == {
         "success": True, "reference_id": "h1", "reserved_amount": Decimal("1000"),
         "available_balance": Decimal("9000"), "locked_balance": Decimal("0"),
-        "status": "healthy", "hold_state": "committed", "transaction_id": 4,
+        "status": "healthy", "hold_state": "committed",
+        "transaction_id": nth_id(service, "RESERVE_USDT_CRYPTO", 4),
         "committed_amount": Decimal("1000"), "released_amount": Decimal("0"),
     }
     assert usdt(service) == (9_000_000_000, 0)

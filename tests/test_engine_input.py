@@ -12,6 +12,8 @@ from engine.errors import InvalidRequest, LimitExceeded, PrecisionError
 from engine.service import ReserveService
 from tests.engine_helpers import journal, make_service, minor_balance
 
+RUN_ON_CLUSTER = True  # the backend fixture adds a local 3-master Redis Cluster
+
 REFERENCE_RULE = "1-128 characters of letters, digits and _ . : @ / + = -"
 
 BAD_AMOUNTS = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -11,12 +12,16 @@ from engine.errors import InsufficientReserve, InvalidRequest, ReferenceConflict
 from engine.service import ReserveService
 from engine.types import HoldResult, HoldState
 from tests.engine_helpers import (
+    CheckedService,
     Clock,
+    Ids,
     assert_journal_matches,
     make_service,
     minor_balance,
     money_events,
 )
+
+RUN_ON_CLUSTER = True  # the backend fixture adds a local 3-master Redis Cluster
 
 
 @pytest.fixture
@@ -48,7 +53,12 @@ def test_every_leg_is_locked(service: ReserveService) -> None:
     assert [(r.applied, r.hold.state, r.hold.amount_minor, r.balance.locked_minor)
             for r in results] == [(True, HoldState.pending, 100_000_000, 100_000_000),
                                   (True, HoldState.pending, 500, 500)]
-    assert results[0].event_id < results[1].event_id
+    # each leg's event in its account's shard, after the fixture's opens and top-ups (5, 6 on
+    # one shard: the legs in order)
+    ids = Ids(service)
+    usdt, ugx = "RESERVE_USDT_CRYPTO", "RESERVE_UGX_FIAT"
+    expected = [ids.next(label) for label in (usdt, usdt, ugx, ugx, usdt, ugx)][-2:]
+    assert [r.event_id for r in results] == expected
     assert balances(service) == ((1_000_000_000, 100_000_000), (5000, 500))
     assert service.get_hold("s1-b")["account"] == "RESERVE_UGX_FIAT"
     # each leg ends on its own
@@ -131,6 +141,36 @@ def test_legs_with_a_ttl_expire_together(service: ReserveService, clock: Clock) 
     clock.advance_s(30)
     assert service.sweep().expired_count == 2
     assert balances(service) == ((1_000_000_000, 0), (5000, 0))
+
+
+def test_holds_past_their_ttl_free_their_amount_first(service: ReserveService,
+                                                     clock: Clock) -> None:
+    service.reserve_amount("USDT", "900", "crypto", "old", "swap", 30)
+    service.reserve_amount("UGX", "4000", "fiat", "old-ugx", "swap", 30)
+    clock.advance_s(30)  # not swept: the call itself ends them before it checks
+    results = many(service, [("USDT", "crypto", 600_000_000, "a"), ("UGX", "fiat", 4500, "b")])
+    assert [r.balance.locked_minor for r in results] == [600_000_000, 4500]
+    assert service.get_hold("old")["state"] == "expired"
+    assert service.get_hold("old-ugx")["state"] == "expired"
+    assert_journal_matches(service)
+
+
+def test_references_are_free_again_after_the_retention(backend: dict[str, Any],
+                                                       clock: Clock) -> None:
+    settings = replace(backend["settings"], retention_s=60)
+    service = CheckedService(backend["sync"], settings, clock_ms=clock)
+    service.top_up_reserve("USDT", "1000", "crypto", "seed")
+    service.top_up_reserve("UGX", "5000", "fiat", "seed")
+    legs = [("USDT", "crypto", 100_000_000, "s1-a"), ("UGX", "fiat", 500, "s1-b")]
+    for result in many(service, legs):
+        service.release_reserve(result.hold.reference_id)
+    clock.advance_s(59)
+    assert [r.hold.state for r in many(service, legs)] == [HoldState.released] * 2  # a repeat
+    clock.advance_s(1)  # the released holds are forgotten: the same references lock anew
+    assert [(r.applied, r.hold.state) for r in many(service, legs)] == [
+        (True, HoldState.pending)] * 2
+    assert balances(service) == ((1_000_000_000, 100_000_000), (5000, 500))
+    assert_journal_matches(service)
 
 
 @pytest.mark.parametrize(("legs", "message"), [

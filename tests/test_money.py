@@ -35,6 +35,8 @@ def test_to_minor_exact(amount: object, decimals: int, minor: int) -> None:
     ("1.50", 0, "UGX", "amount 1.50 has more than 0 decimal places, the precision of UGX"),
     ("0.0000001", 6, "USDT", "amount 1E-7 has more than 6 decimal places, the precision of USDT"),
     ("1.001", 2, "KES", "amount 1.001 has more than 2 decimal places, the precision of KES"),
+    # far below the decimal context's smallest exponent: once an uncaught Inexact (a 500)
+    ("1e-99999999", 6, "USDT", "amount 1E-99999999 has more than 6 decimal places, the precision of USDT"),
 ])
 def test_to_minor_refuses_extra_decimals(amount: str, decimals: int, currency: str,
                                          message: str) -> None:

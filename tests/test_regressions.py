@@ -12,6 +12,8 @@ from engine.engine import ReserveEngine
 from engine.errors import ExceedsHold, HoldAlreadyEnded, HoldNotFound, InsufficientReserve, InvalidRequest
 from engine.service import ReserveService
 
+RUN_ON_CLUSTER = True  # the backend fixture adds a local 3-master Redis Cluster
+
 
 class Clock:
     def __init__(self) -> None:
