@@ -14,7 +14,8 @@ import pytest
 from engine.config import Settings, detect_cluster
 from engine.connection import async_client, sync_client
 from engine.engine import ReserveEngine
-from engine.errors import HoldAlreadyEnded, InsufficientReserve
+from engine.commands import Batch
+from engine.errors import HoldNotFound, InsufficientReserve, ReferenceConflict
 from engine.saga import recover_sagas, reserve_saga
 from engine.service import ReserveService
 from engine.types import HoldState
@@ -90,18 +91,45 @@ def test_cross_slot_reserve_many_is_all_or_nothing(service: ReserveService) -> N
     legs = _cross_slot_legs(service)
     service.run(service.ops.top_up(legs[0][0], 10_000_000, "t1"))
     service.run(service.ops.top_up(legs[1][0], 100, "t2"))  # the second leg cannot be held
+    streams = {service.ops.keys.account(spec.label).stream for spec, _, _ in legs}
+    journal_before = {s: service.client.xrange(s) for s in streams}
     with pytest.raises(InsufficientReserve):
         service.run(service.ops.reserve_many(legs, "swap"))
-    first = service.run(service.ops.balance(legs[0][0]))
-    assert first.locked_minor == 0  # the first leg was rolled back
-    assert service.get_hold("sw1_from")["state"] == "released"
+    # refused before any leg was held, as one slot refuses: nothing locked or journalled
+    assert [service.run(service.ops.balance(spec)).locked_minor for spec, _, _ in legs] == [0, 0]
+    assert {s: service.client.xrange(s) for s in streams} == journal_before
+    with pytest.raises(HoldNotFound):
+        service.get_hold("sw1_from")
     service.run(service.ops.top_up(legs[1][0], 1000, "t3"))
-    with pytest.raises(HoldAlreadyEnded):  # the rolled-back saga's references are spent
-        service.run(service.ops.reserve_many(legs, "swap"))
-    assert service.run(service.ops.balance(legs[0][0])).locked_minor == 0
-    legs = [(spec, amount, ref.replace("sw1", "sw2")) for spec, amount, ref in legs]
-    held = service.run(service.ops.reserve_many(legs, "swap"))
+    held = service.run(service.ops.reserve_many(legs, "swap"))  # the references stayed free
     assert [r.hold.state for r in held] == [HoldState.pending, HoldState.pending]
+
+
+def test_saga_refused_half_way_by_a_racing_caller_rolls_back(service: ReserveService) -> None:
+    legs = _cross_slot_legs(service)
+    service.run(service.ops.top_up(legs[0][0], 10_000_000, "t1"))
+    service.run(service.ops.top_up(legs[1][0], 1000, "t2"))
+    saga = reserve_saga(service.ops, legs, "swap", None, None)
+    reply = None
+    with pytest.raises(InsufficientReserve) as info:
+        while True:
+            command = saga.send(reply)
+            reply = service.driver.execute(command)
+            if isinstance(command, Batch):  # the checks passed: another caller takes the funds
+                service.run(service.ops.withdraw(legs[1][0], 600, "racer"))
+    # the message one slot gives: the leg's amount against what the account has now
+    spec = legs[1][0]
+    expected = service.ops._insufficient(service.run(service.ops.balance(spec)), 500)
+    assert info.value.message == expected.message
+    assert [service.run(service.ops.balance(s)).locked_minor for s, _, _ in legs] == [0, 0]
+    assert service.get_hold("sw1_from")["state"] == "released"  # the held leg was rolled back
+    stream = service.ops.keys.account(legs[0][0].label).stream
+    events = [f for _, f in service.client.xrange(stream) if f["ref"] == "sw1_from"]
+    assert [(f["op"], f["meta"]) for f in events] == [
+        ("reserve_lock", ""), ("reserve_release", '{"saga":"rollback"}')]
+    with pytest.raises(ReferenceConflict):  # its references are spent, one of them held
+        service.run(service.ops.reserve_many(legs, "swap"))
+    assert service.run(recover_sagas(service.ops, older_than_s=0)) == 0  # settled
 
 
 def test_saga_abandoned_half_way_is_undone_by_recovery(service: ReserveService) -> None:

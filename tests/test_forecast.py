@@ -73,6 +73,17 @@ async def test_forecast_after_the_outflow_stops_and_reverses(backend: dict[str, 
     await client.aclose()
 
 
+async def test_an_empty_reserve_is_not_at_warning(backend: dict[str, Any]) -> None:
+    client = backend["async_factory"]()
+    engine = ReserveEngine(client, backend["settings"], clock_ms=Clock())
+    book = SampleBook(client, engine.ops.keys, engine.ops.clock_ms)
+    result = await book.forecast(await engine.get_reserve_balance("BTC"))
+    assert result["seconds_to_warning"] is None  # 0 of 0 is no utilization, not 100 %
+    assert result["seconds_to_empty"] is None
+    assert result["suggested_top_up"] == Decimal(0)
+    await client.aclose()
+
+
 async def test_forecast_past_warning_and_suggested_top_up(backend: dict[str, Any]) -> None:
     clock = Clock()
     client = backend["async_factory"]()

@@ -100,9 +100,7 @@ async def test_insufficient_reserve_on_either_leg_is_409_and_rolls_back(
     assert {leg["state"] for leg in view["legs"]} == {"none"}
     with pytest.raises(RecordedFailure) as repeat:  # a repeat gets the same answer
         await rig.wallet.swaps.create("u1", "USDT", "UGX", "10", "s1")
-    assert (repeat.value.status_code, repeat.value.to_dict()) == (409, body | {
-        "reserve_status": {k: str(v) if isinstance(v, Decimal) else v
-                           for k, v in body["reserve_status"].items()}})
+    assert (repeat.value.status_code, repeat.value.to_dict()) == (409, body)
 
 
 async def test_insufficient_user_funds_rolls_back(rig: Rig) -> None:

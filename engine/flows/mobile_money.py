@@ -15,7 +15,6 @@ refused, expired) decides; every step after it is idempotent, so any re-run fini
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import Any
 
@@ -32,7 +31,7 @@ from engine.flows.steps import (
     insufficient_reserve,
     undo_hold,
 )
-from engine.flows.store import FlowStore, canonical
+from engine.flows.store import FlowStore, canonical, decode
 from engine.money import from_minor, parse_decimal, to_minor
 from engine.ops import AccountSpec, check_reference
 from engine.registry import AccountType, Currency
@@ -44,8 +43,11 @@ _PHONE_CHARS = set("+0123456789")
 
 class MobileMoney:
     def __init__(self, engine: ReserveEngine, store: FlowStore, quotes: Quotes,
-                 provider: MobileMoneyProvider) -> None:
+                 provider: MobileMoneyProvider,
+                 hold_ttl_s: int = limits.mobile_money_hold_ttl_s) -> None:
+        assert hold_ttl_s > 0, hold_ttl_s
         self.engine = engine
+        self.hold_ttl_s = hold_ttl_s
         self.store = store
         self.quotes = quotes
         self.provider = provider
@@ -92,7 +94,7 @@ class MobileMoney:
         record = await self._repeat(ref, request)
         if record is None:
             now_ms = self.engine.ops.clock_ms()
-            deadline_ms = now_ms + limits.mobile_money_hold_ttl_s * 1000
+            deadline_ms = now_ms + self.hold_ttl_s * 1000
             await self.store.claim(KIND, ref, request)
             record = await self._repeat(ref, request)  # a racing twin may have started it
             if record is None:
@@ -189,7 +191,7 @@ class MobileMoney:
             if refusal is not None:
                 raise refusal
             raise RecordedFailure(int(r.get("error_status", "409")),
-                                  json.loads(r.get("error") or "{}"))
+                                  decode(r.get("error")))
         return await self.view(ref, r)
 
     async def _reserve(self, ref: str, r: dict[str, str]) -> ReserveError | None:
@@ -199,7 +201,7 @@ class MobileMoney:
             try:
                 await self._check(legs)
                 await self.engine.run(ops.reserve_many(
-                    legs, r["direction"], limits.mobile_money_hold_ttl_s,
+                    legs, r["direction"], self.hold_ttl_s,
                     {"flow": r["direction"], "ref": ref}))
             except InsufficientReserve:
                 await self._check(legs)
@@ -307,5 +309,5 @@ class MobileMoney:
             "provider_tx_id": r.get("provider_tx_id"),
             "expires_at_ms": int(r["deadline_ms"]),
             "legs": [await hold_view(self.engine, h) for _, _, h in self._holds(ref, r)],
-            "error": json.loads(r["error"]) if r.get("error") else None,
+            "error": decode(r["error"]) if r.get("error") else None,
         }

@@ -80,15 +80,18 @@ class SimulatedProvider:
 
     outcome: "success" | "failed" | "manual" (no callback: the test sends one with
     `signed_callback`), or a function of the request. With a sink set, the callback is delivered
-    to it after delay_s; fail_initiation makes the initiate calls raise ProviderError.
+    to it after delay_s; fail_initiation (all) or refuse (a function of the request) makes the
+    initiate calls raise ProviderError.
     """
 
     def __init__(self, secret: bytes, *, outcome: str | Callable[[ProviderRequest], str] = "manual",
-                 delay_s: float = 0.0, sink: CallbackSink | None = None) -> None:
+                 delay_s: float = 0.0, sink: CallbackSink | None = None,
+                 refuse: Callable[[ProviderRequest], bool] | None = None) -> None:
         self.secret = secret
         self.outcome = outcome
         self.delay_s = delay_s
         self.sink = sink
+        self.refuse = refuse
         self.fail_initiation = False
         self.transactions: dict[str, ProviderRequest] = {}
         self._by_reference: dict[str, str] = {}
@@ -104,7 +107,7 @@ class SimulatedProvider:
         return verify_signed(self.secret, body, headers)
 
     def _initiate(self, request: ProviderRequest) -> str:
-        if self.fail_initiation:
+        if self.fail_initiation or (self.refuse is not None and self.refuse(request)):
             raise ProviderError(f"Provider refused {request.kind} {request.reference_id}",
                                 code="provider_refused")
         known = self._by_reference.get(request.reference_id)

@@ -10,11 +10,13 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 from engine.commands import Call, Op
 from engine.engine import ReserveEngine
 from engine.flows import limits
+from engine.money import json_number
 
 
 def call(method: str, *args: Any) -> Op[Any]:
@@ -23,6 +25,22 @@ def call(method: str, *args: Any) -> Op[Any]:
 
 def canonical(request: dict[str, Any]) -> str:
     return json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def encode(value: Any) -> str:
+    """JSON with Decimals as exact numbers, so a recorded answer reads back the same."""
+    if isinstance(value, Decimal):
+        return json_number(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(str(k))}:{encode(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(encode(v) for v in value) + "]"
+    return json.dumps(value, default=str)
+
+
+def decode(text: str | None) -> dict[str, Any]:
+    """A recorded JSON object, numbers with a fraction as Decimal ({} for none)."""
+    return dict(json.loads(text, parse_float=Decimal)) if text else {}
 
 
 class FlowStore:
@@ -44,8 +62,7 @@ class FlowStore:
         return dict(await self.engine.run(call("hgetall", self.key(kind, reference_id))))
 
     async def update(self, kind: str, reference_id: str, **fields: Any) -> None:
-        mapping = {k: v if isinstance(v, str) else json.dumps(v, default=str)
-                   for k, v in fields.items()}
+        mapping = {k: v if isinstance(v, str) else encode(v) for k, v in fields.items()}
         mapping["updated_ms"] = str(self.engine.ops.clock_ms())
         key = self.key(kind, reference_id)
         await self.engine.run(call("hset", key, None, None, mapping))

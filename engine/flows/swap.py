@@ -28,7 +28,7 @@ from engine.flows.steps import (
     insufficient_reserve,
     undo_hold,
 )
-from engine.flows.store import FlowStore, canonical
+from engine.flows.store import FlowStore, canonical, decode
 from engine.money import from_minor, parse_decimal, to_minor
 from engine.ops import AccountSpec, check_reference
 
@@ -132,7 +132,7 @@ class Swaps:
             if refusal is not None:
                 raise refusal
             raise RecordedFailure(int(record.get("error_status", "409")),
-                                  _json(record.get("error")))
+                                  decode(record.get("error")))
         return await self.view(ref, record)
 
     async def _reserve(self, ref: str, r: dict[str, str]) -> tuple[str, ReserveError | None]:
@@ -212,11 +212,5 @@ class Swaps:
             "spread": Decimal(r["spread"]),
             "quote_id": r.get("quote_id") or None,
             "legs": legs,
-            "error": _json(r["error"]) if r.get("error") else None,
+            "error": decode(r["error"]) if r.get("error") else None,
         }
-
-
-def _json(text: str | None) -> dict[str, Any]:
-    import json
-
-    return dict(json.loads(text)) if text else {}

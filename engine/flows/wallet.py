@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from engine import limits as engine_limits
 from engine.engine import ReserveEngine
+from engine.flows import limits
 from engine.flows.mobile_money import KIND as MM_KIND
 from engine.flows.mobile_money import MobileMoney
 from engine.flows.providers import MobileMoneyProvider, SimulatedProvider
@@ -21,6 +23,16 @@ def callback_secret() -> bytes:
     return os.environ.get("RESERVES_MOBILE_MONEY_SECRET", "").encode()
 
 
+def mobile_money_ttl_s() -> int:
+    """How long a mobile-money hold waits for its callback (RESERVES_MOBILE_MONEY_TTL_S)."""
+    raw = os.environ.get("RESERVES_MOBILE_MONEY_TTL_S", str(limits.mobile_money_hold_ttl_s))
+    if not raw.isdigit() or not (
+            engine_limits.hold_ttl_s_min <= int(raw) <= engine_limits.hold_ttl_s_max):
+        raise ValueError(f"RESERVES_MOBILE_MONEY_TTL_S must be a whole number of seconds from "
+                         f"{engine_limits.hold_ttl_s_min} to {engine_limits.hold_ttl_s_max}")
+    return int(raw)
+
+
 @dataclass(frozen=True, slots=True)
 class RecoverResult:
     looked_at_count: int
@@ -29,7 +41,8 @@ class RecoverResult:
 
 class Wallet:
     def __init__(self, engine: ReserveEngine, prices: PriceSource | None = None,
-                 provider: MobileMoneyProvider | None = None) -> None:
+                 provider: MobileMoneyProvider | None = None,
+                 mobile_money_hold_ttl_s: int | None = None) -> None:
         self.engine = engine
         self.store = FlowStore(engine)
         self.prices = prices or StaticPriceSource.load()
@@ -37,7 +50,8 @@ class Wallet:
         self.users = Users(engine)
         self.quotes = Quotes(engine, self.store, self.prices)
         self.swaps = Swaps(engine, self.store, self.quotes)
-        self.mobile_money = MobileMoney(engine, self.store, self.quotes, self.provider)
+        self.mobile_money = MobileMoney(engine, self.store, self.quotes, self.provider,
+                                        mobile_money_hold_ttl_s or mobile_money_ttl_s())
 
     async def recover(self) -> RecoverResult:
         """One bounded pass: finish or undo every flow whose deadline passed (a crash, a

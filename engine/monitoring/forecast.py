@@ -73,7 +73,10 @@ def seconds_to_empty(available_minor: int, rate: Rate | None) -> int | None:
 
 def seconds_to_warning(total_minor: int, locked_minor: int, rate: Rate | None,
                        warning_pct: int = limits.warning_pct) -> int | None:
-    """Until locked reaches warning_pct of the total, the outflow being locked money."""
+    """Until locked reaches warning_pct of the total, the outflow being locked money. An empty
+    reserve has no utilization (and raises no utilization alert): no estimate."""
+    if total_minor <= 0:
+        return None
     if locked_minor * 100 >= warning_pct * total_minor:
         return 0
     if rate is None or rate.outflow_minor <= 0:
