@@ -98,6 +98,7 @@ alerts = sa.Table(
     sa.Column("account", sa.String(128), nullable=False),
     sa.Column("level", sa.String(16), nullable=False),
     sa.Column("message", sa.Text, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False, server_default=""),
     sa.Column("raised_at", Timestamp, nullable=False),
     sa.Column("cleared_at", Timestamp, nullable=True),
     sa.Index(None, "account", "raised_at"),

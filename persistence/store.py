@@ -19,9 +19,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from engine.journal import MONEY_OPERATIONS, JournalEvent
 from persistence import limits
 from persistence.errors import translate
-from persistence.schema import audit_log, holds, reserve_accounts, transactions
+from persistence.schema import alerts, audit_log, holds, reserve_accounts, transactions
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ALERT_OPERATIONS = ("alert_raised", "alert_cleared")
 HOLD_OPERATIONS = ("reserve_lock", "reserve_release", "reserve_expire", "reserve_commit")
 _HOLD_END_STATE = {"reserve_release": "released", "reserve_expire": "expired",
                    "reserve_commit": "committed"}
@@ -121,10 +122,20 @@ def _audit_row(e: JournalEvent) -> dict[str, Any]:
     actor, ip = str(meta.pop("actor", "")), str(meta.pop("ip", ""))
     action = str(meta.pop("action", e.reference if e.op == "audit" else e.op))
     result = meta.pop("result", None)
+    if result is None and e.op != "audit":  # a money change: its outcome is the event itself
+        result = {"transaction_id": e.event_id, "operation": e.op, "amount_minor": e.amount_minor,
+                  "total_after_minor": e.total_minor, "locked_after_minor": e.locked_minor}
     request = meta.pop("request", meta or None)
     return {"event_id": e.event_id, "actor": actor[:128], "action": action[:64], "ip": ip[:64],
             "account": e.account, "reference": "" if e.op == "audit" else e.reference,
             "request": request, "result": result, "created_at": ms_to_dt(e.ts_ms)}
+
+
+def _alert_row(e: JournalEvent) -> dict[str, Any]:
+    m = e.meta
+    return {"id": e.event_id, "account": str(m.get("account", ""))[:128],
+            "kind": str(m.get("kind", ""))[:32], "level": str(m.get("level", ""))[:16],
+            "message": str(m.get("message", "")), "raised_at": ms_to_dt(e.ts_ms)}
 
 
 def _fold_holds(events: Iterable[JournalEvent]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -205,7 +216,21 @@ class Store:
         for chunk in _chunks(audits):
             conn.execute(_insert(conn, audit_log).on_conflict_do_nothing(
                 index_elements=["event_id"]), chunk)
+        self._write_alerts(conn, [e for e in events if e.op in ALERT_OPERATIONS])
         return len(new_ids)
+
+    def _write_alerts(self, conn: sa.Connection, events: Sequence[JournalEvent]) -> None:
+        """An alert row per raise (its id is the raise's event id), ended by its clear."""
+        raised = [_alert_row(e) for e in events if e.op == "alert_raised"]
+        for chunk in _chunks(raised):
+            conn.execute(_insert(conn, alerts).on_conflict_do_nothing(index_elements=["id"]),
+                         chunk)
+        for e in events:
+            if e.op == "alert_cleared" and e.meta.get("alert_id"):
+                conn.execute(sa.update(alerts)
+                             .where(alerts.c.id == int(e.meta["alert_id"]),
+                                    alerts.c.cleared_at.is_(None))
+                             .values(cleared_at=ms_to_dt(e.ts_ms)))
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -259,6 +284,9 @@ class Store:
 
     def transaction_rows(self) -> list[sa.Row[Any]]:
         return self._read(sa.select(transactions).order_by(transactions.c.event_id))
+
+    def alert_rows(self) -> list[sa.Row[Any]]:
+        return self._read(sa.select(alerts).order_by(alerts.c.id))
 
     def audit_rows(self) -> list[sa.Row[Any]]:
         return self._read(sa.select(audit_log).order_by(audit_log.c.event_id))

@@ -83,6 +83,14 @@ def _check_flushed(stack: Stack, steps: int) -> None:
     assert {r.actor for r in rows} == {"admin-1", "admin-2"}
     cache_clear = next(r for r in rows if r.action == "cache_clear")
     assert (cache_clear.ip, cache_clear.request) == ("10.0.0.2", {"all": True})
+    by_id = {e.event_id: e for e in audits}
+    for row in rows:  # a money change's audit row holds its outcome
+        e = by_id[row.event_id]
+        if e.op != "audit":
+            assert row.result == {"transaction_id": e.event_id, "operation": e.op,
+                                  "amount_minor": e.amount_minor,
+                                  "total_after_minor": e.total_minor,
+                                  "locked_after_minor": e.locked_minor}
     lag = persister.lag()["total"]
     assert (lag["pending"], lag["unread"], lag["oldest_unpersisted_age_s"]) == (0, 0, 0.0)
     # trimmed below what was acknowledged; nothing new comes in a second drain
