@@ -11,7 +11,8 @@ import sys
 from collections.abc import Sequence
 
 # Modules that add subcommands; a layer not installed yet is skipped.
-COMMAND_MODULES = ("engine.cli", "persistence.cli", "api.cli", "benchmarks.cli")
+COMMAND_MODULES = ("engine.cli", "persistence.cli", "persistence.report_cli", "api.cli",
+                   "benchmarks.cli")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -1,0 +1,148 @@
+"""`reserves serve` and `reserves token`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+log = logging.getLogger("reserves.api")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    serve = subparsers.add_parser(
+        "serve", help="start the HTTP API (and, on the embedded default, the persister)",
+        description="Serve the admin and service API with uvicorn. With no RESERVES_REDIS_URL it "
+        "runs on an in-process fakeredis and persists to RESERVES_DATABASE_URL (default "
+        "sqlite:///reserves.db) from the same process. With no token configured it creates "
+        "an admin token and prints it once.")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument("--workers", type=int, default=1,
+                       help="uvicorn worker processes (needs a real Redis: RESERVES_REDIS_URL)")
+    serve.add_argument("--log-level", default="info",
+                       choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument("--no-access-log", action="store_true", help="turn the access log off")
+    serve.set_defaults(func=_serve)
+
+    token = subparsers.add_parser("token", help="create, list or revoke API tokens",
+                                  description="Tokens kept in Redis as SHA-256 digests only.")
+    actions = token.add_subparsers(dest="action", metavar="ACTION", required=True)
+    create = actions.add_parser("create", help="create a token and print it (shown only once)")
+    create.add_argument("--role", choices=["admin", "service"], required=True)
+    create.add_argument("--name", help="its identity in the audit log (default: <role>-<time>)")
+    create.set_defaults(func=_token_create)
+    listing = actions.add_parser("list", help="list the stored tokens (names and roles)")
+    listing.set_defaults(func=_token_list)
+    revoke = actions.add_parser("revoke", help="revoke the stored tokens of a name")
+    revoke.add_argument("name")
+    revoke.set_defaults(func=_token_revoke)
+
+
+def _client_and_settings() -> tuple[object, object]:
+    from engine.config import Settings
+    from engine.connection import sync_client
+
+    settings = Settings.from_env()
+    return sync_client(settings), settings
+
+
+def _audit(client: object, settings: object, action: str, detail: dict[str, str]) -> None:
+    from engine.drivers import SyncDriver
+    from engine.ops import Ops
+    from engine.registry import CurrencyRegistry
+
+    ops = Ops(settings, CurrencyRegistry.load(settings.currencies_path))  # type: ignore[attr-defined]
+    actor = f"cli:{os.environ.get('USER', 'unknown')}"
+    SyncDriver(client).run(ops.audit(actor, action, "local", detail))
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    from api.auth import Role, create_token
+
+    client, settings = _client_and_settings()
+    if settings.redis_url is None:  # type: ignore[attr-defined]
+        print("RESERVES_REDIS_URL is not set: the embedded store lives inside `reserves serve`, "
+              "which prints an admin token at start", file=sys.stderr)
+        return 2
+    name = args.name or f"{args.role}-{time.strftime('%Y%m%d%H%M%S')}"
+    token = create_token(client, settings, Role(args.role), name, int(time.time() * 1000))
+    _audit(client, settings, "token_create", {"name": name, "role": args.role})
+    print(token)
+    print(f"created {args.role} token {name!r}; it is shown only this once", file=sys.stderr)
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    from api.auth import stored_tokens
+
+    client, settings = _client_and_settings()
+    for row in stored_tokens(client, settings):
+        print(f"{row['name']:<32} {row['role']:<8} created_ms={row['created_ms']} "
+              f"digest={row['digest']}")
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    from api.auth import revoke_token
+
+    client, settings = _client_and_settings()
+    removed = revoke_token(client, settings, args.name)
+    if removed:
+        _audit(client, settings, "token_revoke", {"name": args.name})
+    print(f"revoked {removed} token(s) named {args.name!r}")
+    return 0 if removed else 1
+
+
+def _first_admin_token() -> None:
+    """With no token configured anywhere, create an admin token and print it once."""
+    from api.auth import Role, create_token, stored_tokens
+
+    client, settings = _client_and_settings()
+    if settings.admin_tokens or settings.service_tokens or stored_tokens(client, settings):  # type: ignore[attr-defined]
+        return
+    token = create_token(client, settings, Role.admin, "first-admin", int(time.time() * 1000))
+    # Printed, not logged: log files outlive the terminal.
+    print(f"\n  No API token was configured; created an admin token (shown only once):\n\n"
+          f"    {token}\n\n  Use it as: Authorization: Bearer <token>\n", flush=True)
+
+
+def _restore_embedded() -> None:
+    """The embedded fakeredis starts empty: reload the hot state from the SQLite ledger, so
+    balances survive a restart and new event ids continue after the persisted ones."""
+    from persistence.rebuild import rebuild
+
+    client, settings = _client_and_settings()
+    report = rebuild(client, settings, settings.database_url)  # type: ignore[attr-defined]
+    if report.accounts_count:
+        log.info("embedded store restored from %s: %d accounts, %d pending holds",
+                 settings.database_url, report.accounts_count,  # type: ignore[attr-defined]
+                 report.pending_holds_count)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+    from engine.config import Settings
+    from persistence.migrate import ensure_schema
+
+    settings = Settings.from_env()
+    if args.workers > 1 and settings.redis_url is None:
+        print("--workers > 1 needs a shared Redis (RESERVES_REDIS_URL): the embedded fakeredis "
+              "lives inside one process", file=sys.stderr)
+        return 2
+    ensure_schema(settings.database_url)
+    if settings.redis_url is None:
+        _restore_embedded()
+    _first_admin_token()
+    options = {"host": args.host, "port": args.port, "log_level": args.log_level,
+               "access_log": not args.no_access_log, "proxy_headers": False,
+               "timeout_graceful_shutdown": 10}
+    if args.workers > 1:
+        uvicorn.run("api.app:create_app", factory=True, workers=args.workers, **options)
+    else:
+        uvicorn.run(create_app(settings), **options)
+    return 0
