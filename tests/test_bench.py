@@ -1,0 +1,119 @@
+"""The benchmark harness (benchmarks/): it runs a tiny plan end to end against the real Redis and
+Postgres, and its invariant checks catch a deliberately broken engine. No timing is asserted:
+only that the run completes, reports, and tells right from wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import engine_bench, plan, runner
+from benchmarks.stats import Cell
+from engine.cli import build_parser
+from engine.commands import Op
+from engine.config import Settings
+from engine.connection import async_client
+from engine.engine import ReserveEngine
+from engine.types import HoldResult, HoldState
+
+pytestmark = pytest.mark.real
+
+
+def test_tiny_run_reports_every_cell_and_passes_its_checks(
+        redis_url: str, fresh_database_url: str, tmp_path: Path) -> None:
+    tiny = plan.TINY
+    cells, meta = runner.run(tiny, tmp_path, "pytest tiny", redis_url=redis_url,
+                             database_url=fresh_database_url, progress=False)
+    assert meta["skipped"] == {}
+    by_scenario: dict[str, list[Cell]] = {}
+    for cell in cells:
+        by_scenario.setdefault(cell.scenario, []).append(cell)
+    cells_count = len(tiny.cycles) * len(tiny.accounts_counts) * len(tiny.clients_counts)
+    assert len(by_scenario["engine"]) == cells_count
+    assert len(by_scenario["baseline"]) == cells_count
+    assert len(by_scenario["persister"]) == 1
+    for cell in cells:
+        assert cell.ok, (cell.scenario, cell.label, cell.errors, cell.violations, cell.extra)
+        assert cell.ops > 0
+        assert cell.p50_ms <= cell.p99_ms <= cell.p999_ms
+    persister = by_scenario["persister"][0].extra
+    assert persister["reconcile_differences"] == 0
+    assert persister["samples"], "the lag was sampled"
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert len(data["cells"]) == len(cells)
+    assert {t["target"].split(" (")[0] for t in data["meta"]["targets"]} >= {
+        "engine / Postgres baseline", "p99 of one reserve"}
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "## Targets" in text and "`pytest tiny`" in text
+    assert "None: every cell passed its checks." in text
+
+
+class OverReservingEngine(ReserveEngine):
+    """Broken on purpose: every hold it grants also locks the whole balance behind the
+    scripts' back (no check, no journal event), so the account is oversold."""
+
+    async def run(self, op: Op[Any]) -> Any:
+        result = await super().run(op)
+        if isinstance(result, HoldResult) and result.applied and (
+                result.hold.state is HoldState.pending):
+            acct = self.ops.keys.account(result.hold.account.label).acct
+            await self.client.hincrby(acct, "locked", result.balance.total_minor)
+        return result
+
+
+class FreeCommitEngine(ReserveEngine):
+    """Broken on purpose: a commit hands the money back to the account afterwards, so the
+    total no longer falls by what the callers saw committed."""
+
+    async def commit_reserve(self, reference_id: str, amount: Any = None,
+                             metadata: dict[str, Any] | None = None) -> HoldResult:
+        result = await super().commit_reserve(reference_id, amount, metadata)
+        acct = self.ops.keys.account(result.hold.account.label).acct
+        await self.client.hincrby(acct, "total", result.hold.committed_minor)
+        return result
+
+
+def _broken_cell(redis_url: str, engine_type: type[ReserveEngine]) -> Cell:
+    settings = replace(Settings(), redis_url=redis_url, key_prefix=f"tb{uuid.uuid4().hex[:10]}")
+    spec = engine_bench.CellSpec(clients=4, accounts=1, cycle="commit", warmup_s=0.0,
+                                 cell_s=0.2, balance_minor=10**9)
+
+    def make(settings: Settings, batching: bool) -> ReserveEngine:
+        return engine_type(async_client(settings), settings, batching=batching)
+
+    return asyncio.run(engine_bench.run_cell(settings, spec, "broken", make_engine=make))
+
+
+def test_checks_catch_an_engine_that_over_reserves(redis_url: str) -> None:
+    cell = _broken_cell(redis_url, OverReservingEngine)
+    assert not cell.ok
+    assert any(v.startswith("oversold: RESERVE_USD_FIAT") for v in cell.violations)
+    assert any(v.startswith("journal: RESERVE_USD_FIAT") for v in cell.violations)
+
+
+def test_checks_catch_an_engine_that_commits_for_free(redis_url: str) -> None:
+    cell = _broken_cell(redis_url, FreeCommitEngine)
+    assert not cell.ok
+    assert any(v.startswith("conservation: RESERVE_USD_FIAT total") for v in cell.violations)
+
+
+def test_the_same_cell_with_the_real_engine_passes(redis_url: str) -> None:
+    cell = _broken_cell(redis_url, ReserveEngine)
+    assert cell.ok, cell.violations
+    assert cell.ops > 0
+
+
+def test_bench_command_and_plan_selection() -> None:
+    args = build_parser().parse_args(["bench", "--quick", "--scenarios", "engine", "limit"])
+    assert args.quick and args.scenarios == ["engine", "limit"]
+    chosen = plan.select(plan.QUICK, ("limit", "engine"))
+    assert chosen.scenarios == ("engine", "limit")  # in the harness's order
+    with pytest.raises(ValueError, match="unknown scenario"):
+        plan.select(plan.FULL, ("engine", "nope"))
+    assert runner.steps_count(plan.TINY) == 8 + 8 + 1
