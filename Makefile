@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast bench bench-quick install clean
+.PHONY: run test test-soak test-fast bench bench-quick install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,17 +17,26 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/reserves serve --host 127.0.0.1 --port 3000
 
+# Everything but the long variants marked `soak` (`make test-soak`; CI runs both).
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not soak" $(PYTEST_ARGS)
+
+# The long load, fuzz and fault variants: a few minutes. Exit code 5 (PYTEST_ARGS picked
+# files without soak tests) is not a failure.
+test-soak: $(STAMP)
+	$(BIN)/python -m pytest -m soak $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # Only the fast tests that need no real service.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not real and not soak" -k "not redis" $(PYTEST_ARGS)
 
+# The benchmarks need the `bench` extra (matplotlib, uvloop, py-spy) on top of the usual install.
 bench: $(STAMP)
+	$(BIN)/pip install -q -e ".[bench]"
 	$(BIN)/reserves bench
 
 bench-quick: $(STAMP)
+	$(BIN)/pip install -q -e ".[bench]"
 	$(BIN)/reserves bench --quick
 
 clean:
