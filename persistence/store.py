@@ -195,22 +195,29 @@ class Store:
             conn.execute(_insert(conn, reserve_accounts).on_conflict_do_nothing(), chunk)
         new_ids: set[int] = set()
         rows = [_transaction_row(e) for e in events]
+        # executemany of one fixed statement: compiled once (SQLAlchemy's cache) and prepared
+        # once (psycopg pipelines it); `.values(rows)` compiled a new statement for each chunk.
         for chunk in _chunks(rows):
-            stmt = (_insert(conn, transactions).values(list(chunk))
-                    .on_conflict_do_nothing(index_elements=["event_id"])
-                    .returning(transactions.c.event_id))
-            new_ids.update(conn.execute(stmt).scalars())
+            # The new count is read before the insert, not RETURNed by it: RETURNING would turn
+            # the executemany into one large statement per chunk that psycopg parses anew each
+            # time. (Two persisters racing on one entry may both count it; the row is one.)
+            ids = [row["event_id"] for row in chunk]
+            known = conn.execute(sa.select(transactions.c.event_id)
+                                 .where(transactions.c.event_id.in_(ids))).scalars()
+            new_ids.update(set(ids).difference(known))
+            conn.execute(_insert(conn, transactions)
+                         .on_conflict_do_nothing(index_elements=["event_id"]), chunk)
         full, ends = _fold_holds(e for e in events if e.op in HOLD_OPERATIONS)
         for group in (full, ends):
             for chunk in _chunks(group):
-                stmt = _insert(conn, holds).values(list(chunk))
+                stmt = _insert(conn, holds)
                 columns = [c for c in chunk[0] if c != "reference"]
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["reference"],
                     set_={c: stmt.excluded[c] for c in columns},
                     where=holds.c.last_event_id < stmt.excluded.last_event_id,
                 )
-                conn.execute(stmt)
+                conn.execute(stmt, chunk)
         audits = [_audit_row(e) for e in events
                   if e.op == "audit" or (e.op in MONEY_OPERATIONS and "actor" in e.meta)]
         for chunk in _chunks(audits):
