@@ -1,7 +1,7 @@
 """Every bound the persister keeps, in one place, with its unit in the name."""
 
 # Journal entries read (and written to the database in one transaction) per batch.
-batch_count_max = 500
+batch_count_max = 2000
 
 # How long one XREADGROUP waits for new entries before the loop looks around again.
 read_block_ms = 1000
@@ -29,7 +29,7 @@ shutdown_deadline_s = 10.0
 # drain(): how long it may run by default.
 drain_timeout_s_default = 30.0
 
-# Rows per INSERT statement in the bulk writes (SQLite allows 32766 bound parameters).
+# SQLite: rows per executemany call of the bulk writes (Postgres takes a batch in one COPY).
 insert_rows_max = 500
 
 # Analytics window.

@@ -8,12 +8,14 @@ Database errors leave this module as StoreError / StoreUnavailable (persistence.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
+from psycopg.types.json import Json
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.journal import MONEY_OPERATIONS, JournalEvent
@@ -77,14 +79,68 @@ def _open_engines() -> list[sa.Engine]:
 _made: list[sa.Engine] = []
 
 
-def _insert(conn: sa.Connection, table: sa.Table) -> Any:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)
-
-
 def _chunks(rows: Sequence[dict[str, Any]]) -> Iterator[Sequence[dict[str, Any]]]:
     for i in range(0, len(rows), limits.insert_rows_max):
         yield rows[i:i + limits.insert_rows_max]
+
+
+def _newer_hold_wins(stmt: Any, columns: list[str], keep: tuple[str, ...] = ()) -> Any:
+    """A hold's row takes the given columns (but those to keep) of a row from a later event
+    only: a replayed batch changes nothing."""
+    return stmt.on_conflict_do_update(
+        index_elements=["reference"],
+        set_={c: stmt.excluded[c] for c in columns if c != "reference" and c not in keep},
+        where=holds.c.last_event_id < stmt.excluded.last_event_id,
+    )
+
+
+def _apply(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]],
+           conflict: Callable[[Any, list[str]], Any]) -> list[Any]:
+    """INSERT rows (all with the same keys) into table, with the ON CONFLICT (and RETURNING)
+    clause that `conflict(stmt, columns)` adds; returns what RETURNING gave.
+
+    Postgres: COPY into a temporary table and one INSERT ... SELECT from it, so the batch is
+    parsed and planned once. SQLite (the embedded default): executemany of one statement,
+    compiled once (SQLAlchemy's cache). Building `.values(rows)` instead compiled a new
+    statement with thousands of parameters for every chunk: most of the persister's time."""
+    if not rows:
+        return []
+    columns = list(rows[0])
+    if conn.dialect.name != "postgresql":
+        returned: list[Any] = []
+        for chunk in _chunks(rows):
+            result = conn.execute(conflict(sqlite.insert(table), columns), chunk)
+            if result.returns_rows:
+                returned += result.scalars().all()
+        return returned
+    stage = _copy_to_stage(conn, table, columns, rows)
+    stmt = conflict(postgresql.insert(table).from_select(
+        columns, sa.select(*(stage.c[c] for c in columns))), columns)
+    result = conn.execute(stmt)
+    return list(result.scalars()) if result.returns_rows else []
+
+
+def _copy_to_stage(conn: sa.Connection, table: sa.Table, columns: list[str],
+                   rows: Sequence[dict[str, Any]]) -> sa.TableClause:
+    """COPY rows into `stage_<table>`, a temporary table of this connection shaped like table
+    and emptied first (it lives as long as the pooled connection; its rows only in this
+    transaction)."""
+    name = f"stage_{table.name}"
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} (LIKE {table.name})")
+        cursor.execute(f"TRUNCATE {name}")
+        with cursor.copy(f"COPY {name} ({quoted}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([Json(v) if isinstance(v, dict | list) else v
+                                for v in (row[c] for c in columns)])
+    except psycopg.Error as exc:
+        # as SQLAlchemy's own error, so that it is classified (transient or not) in one place
+        raise sa.exc.DBAPIError.instance(f"COPY {name}", None, exc, psycopg.Error) from exc
+    finally:
+        cursor.close()
+    return sa.table(name, *(sa.column(c) for c in columns))
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,48 +246,27 @@ class Store:
             raise translate(exc) from exc
 
     def _write(self, conn: sa.Connection, events: Sequence[JournalEvent]) -> int:
-        opened = [_account_row(e) for e in events if e.op == "account_open"]
-        for chunk in _chunks(opened):
-            conn.execute(_insert(conn, reserve_accounts).on_conflict_do_nothing(), chunk)
-        new_ids: set[int] = set()
-        rows = [_transaction_row(e) for e in events]
-        # executemany of one fixed statement: compiled once (SQLAlchemy's cache) and prepared
-        # once (psycopg pipelines it); `.values(rows)` compiled a new statement for each chunk.
-        for chunk in _chunks(rows):
-            # The new count is read before the insert, not RETURNed by it: RETURNING would turn
-            # the executemany into one large statement per chunk that psycopg parses anew each
-            # time. (Two persisters racing on one entry may both count it; the row is one.)
-            ids = [row["event_id"] for row in chunk]
-            known = conn.execute(sa.select(transactions.c.event_id)
-                                 .where(transactions.c.event_id.in_(ids))).scalars()
-            new_ids.update(set(ids).difference(known))
-            conn.execute(_insert(conn, transactions)
-                         .on_conflict_do_nothing(index_elements=["event_id"]), chunk)
+        _apply(conn, reserve_accounts, [_account_row(e) for e in events if e.op == "account_open"],
+               lambda stmt, _: stmt.on_conflict_do_nothing())
+        new_ids = _apply(conn, transactions, [_transaction_row(e) for e in events],
+                         lambda stmt, _: stmt.on_conflict_do_nothing(index_elements=["event_id"])
+                         .returning(transactions.c.event_id))
         full, ends = _fold_holds(e for e in events if e.op in HOLD_OPERATIONS)
-        for group in (full, ends):
-            for chunk in _chunks(group):
-                stmt = _insert(conn, holds)
-                columns = [c for c in chunk[0] if c != "reference"]
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["reference"],
-                    set_={c: stmt.excluded[c] for c in columns},
-                    where=holds.c.last_event_id < stmt.excluded.last_event_id,
-                )
-                conn.execute(stmt, chunk)
+        _apply(conn, holds, full, _newer_hold_wins)
+        # An end whose lock came in an earlier batch keeps the lock's operation type (its
+        # created_at and expiry are not in the row at all).
+        _apply(conn, holds, ends, functools.partial(_newer_hold_wins, keep=("operation_type",)))
         audits = [_audit_row(e) for e in events
                   if e.op == "audit" or (e.op in MONEY_OPERATIONS and "actor" in e.meta)]
-        for chunk in _chunks(audits):
-            conn.execute(_insert(conn, audit_log).on_conflict_do_nothing(
-                index_elements=["event_id"]), chunk)
+        _apply(conn, audit_log, audits,
+               lambda stmt, _: stmt.on_conflict_do_nothing(index_elements=["event_id"]))
         self._write_alerts(conn, [e for e in events if e.op in ALERT_OPERATIONS])
         return len(new_ids)
 
     def _write_alerts(self, conn: sa.Connection, events: Sequence[JournalEvent]) -> None:
         """An alert row per raise (its id is the raise's event id), ended by its clear."""
-        raised = [_alert_row(e) for e in events if e.op == "alert_raised"]
-        for chunk in _chunks(raised):
-            conn.execute(_insert(conn, alerts).on_conflict_do_nothing(index_elements=["id"]),
-                         chunk)
+        _apply(conn, alerts, [_alert_row(e) for e in events if e.op == "alert_raised"],
+               lambda stmt, _: stmt.on_conflict_do_nothing(index_elements=["id"]))
         for e in events:
             if e.op == "alert_cleared" and e.meta.get("alert_id"):
                 conn.execute(sa.update(alerts)

@@ -13,13 +13,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from engine.errors import InvalidRequest
-from engine.journal import MONEY_OPERATIONS
+from engine.journal import MONEY_OPERATIONS, JournalEvent
 from engine.registry import CurrencyRegistry
 from engine.service import ReserveService
 from persistence import migrate
 from persistence.analytics import reserve_analytics
 from persistence.reconcile import reconcile
-from persistence.schema import metadata
+from persistence.schema import holds, metadata
 from persistence.store import create_db_engine
 from tests.test_persist_support import (  # noqa: F401  (fixtures)
     Stack,
@@ -178,3 +178,36 @@ def test_cli_migrate_and_lag(stack: Stack, monkeypatch: pytest.MonkeyPatch,
         ReserveService(stack.client, stack.settings).top_up_reserve("ETH", 1, None, "cli-1")
         assert main(["lag"]) == 0
         assert json.loads(capsys.readouterr().out)["total"]["unread"] == 2
+
+
+def _event(event_id: int, op: str, ref: str, amount: int, total: int, locked: int,
+           **extra: str) -> JournalEvent:
+    d_total = -amount if op == "reserve_commit" else 0
+    d_locked = {"reserve_lock": amount, "reserve_release": -amount}.get(op, d_total)
+    return JournalEvent(f"{event_id}-0", event_id, op, "RESERVE_USDT_CRYPTO", ref, amount,
+                        d_total, d_locked, total, locked, 1_700_000_000_000 + event_id,
+                        {}, extra)
+
+
+def test_store_writes_are_idempotent_and_a_later_end_keeps_the_lock(stack: Stack) -> None:
+    """The bulk write path (COPY + INSERT ... SELECT on Postgres, executemany on SQLite): new
+    events are counted exactly, a replayed batch changes no row, and an end written in a later
+    batch keeps the lock's creation time and expiry while a stale replay cannot undo it."""
+    migrate.upgrade(stack.database_url)
+    store = stack.store()
+    lock = _event(1, "reserve_lock", "h1", 70, 1000, 70, exp="1700000999000", optype="swap")
+    other = _event(2, "reserve_lock", "h2", 30, 1000, 100, exp="0", optype="buy")
+    commit = _event(3, "reserve_commit", "h1", 50, 950, 30, held="70")
+    assert store.write_batch([lock, other]) == 2
+    assert store.write_batch([lock, other]) == 0  # redelivered: nothing new
+    assert store.write_batch([other, commit]) == 1  # half old, half new
+    assert store.write_batch([lock]) == 0  # a stale replay of the lock
+    rows = {r.reference: r for r in store._read(sa.select(holds))}
+    h1 = rows["h1"]
+    assert (h1.state, h1.amount_minor, h1.committed_minor, h1.last_event_id) == (
+        "committed", 70, 50, 3)
+    assert (h1.created_at is not None, h1.expires_at is not None, h1.ended_at is not None) == (
+        True, True, True)
+    assert h1.operation_type == "swap"
+    assert (rows["h2"].state, rows["h2"].expires_at, rows["h2"].ended_at) == ("pending", None, None)
+    assert [r.event_id for r in store.transaction_rows()] == [1, 2, 3]
