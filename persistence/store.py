@@ -131,10 +131,14 @@ def _copy_to_stage(conn: sa.Connection, table: sa.Table, columns: list[str],
     try:
         cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} (LIKE {table.name})")
         cursor.execute(f"TRUNCATE {name}")
+        json_at = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, sa.JSON)]
         with cursor.copy(f"COPY {name} ({quoted}) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row([Json(v) if isinstance(v, dict | list) else v
-                                for v in (row[c] for c in columns)])
+                values = [row[c] for c in columns]
+                for i in json_at:
+                    if values[i] is not None:
+                        values[i] = Json(values[i])
+                copy.write_row(values)
     except psycopg.Error as exc:
         # as SQLAlchemy's own error, so that it is classified (transient or not) in one place
         raise sa.exc.DBAPIError.instance(f"COPY {name}", None, exc, psycopg.Error) from exc
