@@ -375,3 +375,21 @@ def test_the_batch_script_does_what_the_scripts_do_one_by_one(backend: dict[str,
     assert replies[0][6][4] == "expired"
     total, locked = states[0][0]["total"], states[0][0]["locked"]
     assert (total, locked) == ("960", "900")  # 40 of r1 committed; r3 holds 900
+
+
+async def test_waiting_callers_are_split_over_the_free_batch_slots(backend: dict[str, Any],
+                                                                   async_redis: Any) -> None:
+    """64 callers at once on an idle driver leave as two batches of 32, both in flight, so Redis
+    runs one while the client handles the other's replies; never more than the slots allow."""
+    service = make_service(backend)
+    service.top_up_reserve("UGX", str(TOTAL), "fiat", "seed")
+    engine = engine_for(backend, async_redis)
+    await engine.reserve_amount("UGX", 1, "fiat", "warm", "swap")  # the account is known now
+    driver = engine.driver
+    assert isinstance(driver, BatchingDriver) and driver.batches_inflight_max == 2
+    before = (driver.batches_count, driver.batched_ops_count)
+    results = await asyncio.gather(*(engine.reserve_amount("UGX", 1, "fiat", f"s{i}", "swap")
+                                     for i in range(64)))
+    assert all(r.applied for r in results)
+    assert (driver.batches_count - before[0], driver.batched_ops_count - before[1]) == (2, 64)
+    assert minor_balance(service, "UGX", "fiat") == (TOTAL, 65)
