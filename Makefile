@@ -30,13 +30,20 @@ test-soak: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not real and not soak" -k "not redis" $(PYTEST_ARGS)
 
-# The benchmarks need the `bench` extra (matplotlib, uvloop, py-spy) on top of the usual install.
+# The benchmarks need the `bench` extra (matplotlib, uvloop, py-spy) on top of the usual install,
+# and wrk for the HTTP scenario (Debian's package; redis-benchmark comes with redis-server).
+BENCH_TOOLS = command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq \
+	&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } \
+	|| echo "make bench: wrk could not be installed; the http scenario will be skipped"
+
 bench: $(STAMP)
 	$(BIN)/pip install -q -e ".[bench]"
+	@$(BENCH_TOOLS)
 	$(BIN)/reserves bench
 
 bench-quick: $(STAMP)
 	$(BIN)/pip install -q -e ".[bench]"
+	@$(BENCH_TOOLS)
 	$(BIN)/reserves bench --quick
 
 clean:
