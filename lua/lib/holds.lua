@@ -23,6 +23,19 @@ local function account_exists(acct)
   return true
 end
 
+-- The hold under ref on an existing account; or nil and the code to answer (11 no account,
+-- 12 no such hold). Commit and release start alike.
+local function find_hold(keys, ref)
+  if not account_exists(keys.acct) then
+    return nil, 11
+  end
+  local raw = rcall('HGET', keys.holds, ref)
+  if not raw then
+    return nil, 12
+  end
+  return hold_decode(raw)
+end
+
 local function expire_pass(keys, label, max_count)
   if expiry_done[keys.acct] then
     return
@@ -106,14 +119,10 @@ local function hold_commit(keys, label, ref, amount_raw, meta, retention_ms, exp
       return hold_reply(10)
     end
   end
-  if not account_exists(keys.acct) then
-    return hold_reply(11)
+  local h, missing = find_hold(keys, ref)
+  if not h then
+    return hold_reply(missing)
   end
-  local raw = rcall('HGET', keys.holds, ref)
-  if not raw then
-    return hold_reply(12)
-  end
-  local h = hold_decode(raw)
 
   -- already ended
   if h.state ~= 'pending' then
@@ -156,14 +165,10 @@ end
 
 local function hold_release(keys, label, ref, meta, retention_ms, expire_max, prune_max, index)
   -- validate
-  if not account_exists(keys.acct) then
-    return hold_reply(11)
+  local h, missing = find_hold(keys, ref)
+  if not h then
+    return hold_reply(missing)
   end
-  local raw = rcall('HGET', keys.holds, ref)
-  if not raw then
-    return hold_reply(12)
-  end
-  local h = hold_decode(raw)
 
   -- already ended
   if h.state ~= 'pending' then
