@@ -11,22 +11,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from engine.errors import InvalidRequest
-from engine.money import json_number
-
-
-def render(value: Any) -> str:
-    """JSON text with Decimals as exact numbers."""
-    if isinstance(value, Decimal):
-        return json_number(value)
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{json.dumps(str(k))}:{render(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(render(v) for v in value) + "]"
-    return json.dumps(value)
+from engine.money import exact_json
 
 
 def json_response(data: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(render(data), status_code=status_code, media_type="application/json",
+    return Response(exact_json(data), status_code=status_code, media_type="application/json",
                     headers=headers)
 
 

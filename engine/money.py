@@ -6,6 +6,8 @@ currency's minor units is refused, never rounded.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from decimal import Decimal, Inexact, InvalidOperation, localcontext
 from typing import Any
 
@@ -97,3 +99,16 @@ def json_number(value: Decimal) -> str:
     if value == value.to_integral_value():
         return f"{value.quantize(Decimal(1)):f}.0"
     return f"{value.normalize():f}"
+
+
+def exact_json(value: Any, default: Callable[[Any], Any] | None = None) -> str:
+    """JSON text with every Decimal (nested too) as an exact number (json_number); `default` as
+    for json.dumps, for values JSON has no type for."""
+    if isinstance(value, Decimal):
+        return json_number(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(str(k))}:{exact_json(v, default)}"
+                              for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(exact_json(v, default) for v in value) + "]"
+    return json.dumps(value, default=default)

@@ -16,7 +16,7 @@ from typing import Any
 from engine.commands import Call, Op
 from engine.engine import ReserveEngine
 from engine.flows import limits
-from engine.money import json_number
+from engine.money import exact_json
 
 
 def call(method: str, *args: Any) -> Op[Any]:
@@ -29,13 +29,7 @@ def canonical(request: dict[str, Any]) -> str:
 
 def encode(value: Any) -> str:
     """JSON with Decimals as exact numbers, so a recorded answer reads back the same."""
-    if isinstance(value, Decimal):
-        return json_number(value)
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{json.dumps(str(k))}:{encode(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(encode(v) for v in value) + "]"
-    return json.dumps(value, default=str)
+    return exact_json(value, default=str)
 
 
 def decode(text: str | None) -> dict[str, Any]:
