@@ -43,13 +43,6 @@ def key_prefix() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
 
 
-def _cleanup(client: Any, prefix: str, deleter: Any = None) -> None:
-    """Delete the prefix's keys found on client; deleter (a cluster client) splits by slot."""
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    for i in range(0, len(keys), 500):
-        (deleter or client).delete(*keys[i:i + 500])
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """`backend` runs each test on fakeredis and real Redis, and also on a real local Redis
     Cluster in modules that set RUN_ON_CLUSTER = True (the engine's suite)."""
@@ -110,7 +103,7 @@ def backend(request: pytest.FixtureRequest, key_prefix: str) -> Iterator[dict[st
                    "settings": settings}
         finally:
             for node in sync.get_primaries():
-                _cleanup(sync.get_redis_connection(node), key_prefix, deleter=sync)
+                services.delete_prefix(sync.get_redis_connection(node), key_prefix, deleter=sync)
             sync.disconnect_connection_pools()  # close() alone leaves sockets open (redis-py 8.1)
             sync.close()
         return
@@ -125,7 +118,7 @@ def backend(request: pytest.FixtureRequest, key_prefix: str) -> Iterator[dict[st
         yield {"name": "redis", "sync": sync, "async_factory": real_async_factory,
                "settings": settings}
     finally:
-        _cleanup(sync, key_prefix)
+        services.delete_prefix(sync, key_prefix)
         sync.close()
 
 

@@ -13,8 +13,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -31,6 +32,36 @@ def unavailable(reason: str) -> None:
     if os.environ.get("RESERVES_REQUIRE_SERVICES") == "1":
         pytest.fail(f"required service missing: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout_s: float,
+             poll_s: float = 0.05) -> Any:
+    """Poll check until it returns something true, and return that; AssertionError after
+    timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def delete_prefix(client: Any, prefix: str, deleter: Any = None) -> None:
+    """Delete the prefix's keys found on client; deleter (a cluster client) splits by slot."""
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    for i in range(0, len(keys), 500):
+        (deleter or client).delete(*keys[i:i + 500])
+
+
+def delete_prefix_at(redis_url: str, prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        delete_prefix(client, prefix)
+    finally:
+        client.close()
 
 
 def _wait(check: object, what: str) -> None:

@@ -4,6 +4,7 @@ Redis and a Postgres database of its own, the persister running inside the serve
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import subprocess
@@ -22,6 +23,7 @@ import redis
 
 from engine.config import Settings
 from persistence.reconcile import reconcile
+from tests import services
 from tests.api_server import ADMIN, SERVICE, Server, api_server
 
 pytestmark = pytest.mark.real
@@ -40,11 +42,7 @@ def server(tmp_path: Path, redis_url: str, fresh_database_url: str) -> Iterator[
     with api_server(tmp_path, env) as started:
         started.env = env  # type: ignore[attr-defined]
         yield started
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    services.delete_prefix_at(redis_url, prefix)
 
 
 def settings_of(server: Server) -> Settings:
@@ -53,14 +51,7 @@ def settings_of(server: Server) -> Settings:
                    database_url=env["RESERVES_DATABASE_URL"], key_prefix=env["RESERVES_KEY_PREFIX"])
 
 
-def wait_for(check: Any, what: str, timeout_s: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_for = functools.partial(services.wait_for, timeout_s=20.0)
 
 
 def post(server: Server, path: str, body: Any, headers: dict[str, str] = ADMIN) -> httpx.Response:

@@ -14,6 +14,7 @@ After each the journal is drained to Postgres and reconcile reports zero differe
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -36,6 +37,7 @@ from engine.connection import sync_client
 from persistence.reconcile import reconcile
 from persistence.store import close_shared_engines
 from persistence.worker import Persister
+from tests import services
 from tests.api_server import ADMIN, ADMIN_TOKEN, SERVICE, SERVICE_TOKEN, Server, api_server
 from tests.reliability import record
 from tests.services import free_port, redis_server
@@ -124,12 +126,7 @@ def drain_and_reconcile(r: Rig, counted: bool = True) -> None:
         client.close()
 
 
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S_MAX
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for: {what}")
-        time.sleep(0.05)
+wait_until = functools.partial(services.wait_for, timeout_s=WAIT_S_MAX)
 
 
 def answered_call(call: Callable[[], httpx.Response]) -> httpx.Response:

@@ -5,12 +5,12 @@ balance as it was; the journal reaches Postgres and reconciles with zero differe
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from decimal import Decimal as D
@@ -24,6 +24,7 @@ import redis
 from engine.config import Settings
 from persistence.reconcile import reconcile
 from persistence.store import Store
+from tests import services
 from tests.api_server import ADMIN, SERVICE, api_server
 
 pytestmark = pytest.mark.real
@@ -41,14 +42,7 @@ def exact(response: httpx.Response) -> Any:
     return json.loads(response.text, parse_float=D)
 
 
-def wait_for(check: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_for = functools.partial(services.wait_for, timeout_s=30.0)
 
 
 @dataclass
@@ -165,11 +159,7 @@ def serve(tmp_path: Path, redis_url: str, database_url: str,
             log = server.log()
         assert "Traceback" not in log, log[-4000:]
     finally:
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        services.delete_prefix_at(redis_url, prefix)
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ from engine.journal import MONEY_OPERATIONS, JournalEvent
 from engine.keys import KeySpace
 from tests.api_server import ADMIN, ADMIN_TOKEN, SERVICE, SERVICE_TOKEN, Server, api_server
 from tests.reliability import record
+from tests.services import delete_prefix
 
 pytestmark = pytest.mark.real
 
@@ -117,8 +118,7 @@ def fuzz(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[F
         for token in (ADMIN_TOKEN, SERVICE_TOKEN):
             assert token not in log
     finally:
-        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            client.delete(key)
+        delete_prefix(client, prefix)
         client.close()
 
 

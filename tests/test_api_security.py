@@ -27,6 +27,7 @@ from api.auth import Role, create_token, digest_of, revoke_token
 from engine.config import Settings
 from tests.api_server import ADMIN, ADMIN_TOKEN, SERVICE, SERVICE_TOKEN, Server, api_server
 from tests.reliability import record
+from tests.services import delete_prefix
 
 pytestmark = pytest.mark.real
 
@@ -84,8 +85,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterato
                         args=("--log-level", "debug")) as started:
             yield Secured(started, prefix)
     finally:
-        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            client.delete(key)
+        delete_prefix(client, prefix)
         client.close()
 
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.api_server import ADMIN, ADMIN_TOKEN, SERVICE, Server, api_server
-from tests.services import unavailable
+from tests.services import delete_prefix_at, unavailable
 
 pytestmark = pytest.mark.real
 
@@ -49,15 +49,7 @@ def server(tmp_path: Path, redis_url: str, key_prefix: str) -> Iterator[Server]:
            "RESERVES_PERSIST_IN_PROCESS": "1"}
     with api_server(tmp_path, env=env) as started:
         yield started
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    try:
-        doomed = list(client.scan_iter(match=f"{key_prefix}:*", count=1000))
-        if doomed:
-            client.delete(*doomed)
-    finally:
-        client.close()
+    delete_prefix_at(redis_url, key_prefix)
 
 
 def _post(server: Server, path: str, headers: dict[str, str], body: dict[str, Any]) -> None:

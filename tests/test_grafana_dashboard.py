@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from api import metrics as api_metrics
 from engine.monitoring import metrics as monitoring_metrics
 from tests.api_server import ADMIN, SERVICE, api_server
+from tests.services import delete_prefix_at
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "grafana-dashboard.json"
 METRIC = re.compile(r"\breserves_[a-z0-9_]+")
@@ -116,16 +117,4 @@ def test_every_queried_metric_is_exported(tmp_path: Path, redis_url: str, key_pr
             assert sorted(missing) == [], server.log()[-3000:]
             assert _Receiver.bodies, "the alert webhook was never called"
     finally:
-        redis_cleanup(redis_url, key_prefix)
-
-
-def redis_cleanup(url: str, prefix: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        doomed = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if doomed:
-            client.delete(*doomed)
-    finally:
-        client.close()
+        delete_prefix_at(redis_url, key_prefix)

@@ -19,7 +19,7 @@ from engine.service import ReserveService
 from persistence import migrate
 from persistence.analytics import reserve_analytics
 from persistence.reconcile import reconcile
-from persistence.schema import holds, metadata
+from persistence.schema import metadata
 from persistence.store import create_db_engine
 from tests.test_persist_support import (  # noqa: F401  (fixtures)
     Stack,
@@ -202,7 +202,7 @@ def test_store_writes_are_idempotent_and_a_later_end_keeps_the_lock(stack: Stack
     assert store.write_batch([lock, other]) == 0  # redelivered: nothing new
     assert store.write_batch([other, commit]) == 1  # half old, half new
     assert store.write_batch([lock]) == 0  # a stale replay of the lock
-    rows = {r.reference: r for r in store._read(sa.select(holds))}
+    rows = {r.reference: r for r in store.holds()}
     h1 = rows["h1"]
     assert (h1.state, h1.amount_minor, h1.committed_minor, h1.last_event_id) == (
         "committed", 70, 50, 3)

@@ -3,13 +3,12 @@ nothing is doubled; the rows are compared with the journal event by event."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from persistence.reconcile import reconcile
+from tests import services
 from tests.test_persist_support import (  # noqa: F401  (fixtures)
     Stack,
     assert_rows_equal_events,
@@ -33,12 +33,7 @@ class Crash(BaseException):
     """The process dying at this point (not an error the persister handles)."""
 
 
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S_MAX
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for: {what}")
-        time.sleep(0.05)
+wait_until = functools.partial(services.wait_for, timeout_s=WAIT_S_MAX)
 
 
 def union(*snapshots: list[Any]) -> list[Any]:

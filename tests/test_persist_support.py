@@ -138,6 +138,7 @@ import redis  # noqa: E402
 
 from persistence.store import Store, close_shared_engines, shared_engine  # noqa: E402
 from persistence.worker import Persister  # noqa: E402
+from tests.services import delete_prefix  # noqa: E402
 
 
 @dataclass
@@ -168,9 +169,7 @@ def _real_redis(request: pytest.FixtureRequest, prefix: str) -> Iterator[Any]:
     try:
         yield client
     finally:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        for i in range(0, len(keys), 500):
-            client.delete(*keys[i:i + 500])
+        delete_prefix(client, prefix)
         client.close()
 
 
