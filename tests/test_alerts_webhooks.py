@@ -146,11 +146,27 @@ async def test_unreachable_url_is_retried_then_given_up(receiver_factory: Any) -
 
 
 async def test_full_queue_drops_instead_of_blocking() -> None:
-    sender = _sender(["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"], [], queue_count_max=3)
-    sender.submit({"n": 1})  # two deliveries
-    sender.submit({"n": 2})  # one fits, one is dropped
-    assert sender.queue.qsize() == 3
-    assert sender.dropped_count == 1
+    sender = _sender(["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"], [], queue_count_max=2)
+    sender.submit({"n": 1})  # one delivery per URL
+    sender.submit({"n": 2})
+    sender.submit({"n": 3})  # both queues are full: dropped for each URL
+    assert sender.queued_count() == 4
+    assert sender.dropped_count == 2
+
+
+async def test_one_receiver_gets_its_payloads_in_order_through_retries(
+        receiver_factory: Any) -> None:
+    receiver = receiver_factory(fail_count=2)
+    sleeps: list[float] = []
+    sender = _sender([receiver.url], sleeps)
+    sender.start()
+    for n in (1, 2, 3):
+        sender.submit({"n": n})
+    await sender.join()
+    await sender.stop()
+    # the first payload is retried twice before the second is tried at all
+    assert [json.loads(body)["n"] for body, _ in receiver.requests] == [1, 1, 1, 2, 3]
+    assert sleeps == [0.5, 1.0]
 
 
 async def test_monitor_delivers_raised_and_cleared_alerts(backend: dict[str, Any],

@@ -34,7 +34,6 @@ target_utilization_pct = 50
 
 # Webhooks.
 webhook_queue_count_max = 1_000
-webhook_workers_count = 2
 webhook_attempts_max = 5
 webhook_backoff_s_base = 0.5
 webhook_backoff_s_max = 30.0

@@ -1,6 +1,8 @@
-"""Alert webhooks: a bounded queue drained by background asyncio tasks. The caller only ever
-does a put_nowait (a full queue drops the payload and counts it), so delivery never blocks the
-hot path. Each POST carries the JSON body signed with HMAC-SHA256 of the shared secret:
+"""Alert webhooks: one bounded queue per URL, each drained by its own background asyncio task,
+so one receiver sees its payloads in the order they were raised (a retried "raised" is never
+overtaken by its "cleared"), and a slow receiver does not hold up the others. The caller only
+ever does a put_nowait (a full queue drops the payload and counts it), so delivery never blocks
+the hot path. Each POST carries the JSON body signed with HMAC-SHA256 of the shared secret:
 
     X-Reserves-Signature: sha256=<hex digest of the exact body bytes>
 
@@ -57,7 +59,6 @@ class WebhookSender:
         backoff_s_base: float = limits.webhook_backoff_s_base,
         backoff_s_max: float = limits.webhook_backoff_s_max,
         timeout_s: float = limits.webhook_timeout_s,
-        workers_count: int = limits.webhook_workers_count,
         sleep: Callable[[float], Any] = asyncio.sleep,
     ) -> None:
         assert attempts_max >= 1
@@ -67,9 +68,9 @@ class WebhookSender:
         self.backoff_s_base = backoff_s_base
         self.backoff_s_max = backoff_s_max
         self.timeout_s = timeout_s
-        self.workers_count = workers_count
         self.sleep = sleep
-        self.queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=queue_count_max)
+        self.queues: dict[str, asyncio.Queue[Delivery]] = {
+            url: asyncio.Queue(maxsize=queue_count_max) for url in self.urls}
         self.dropped_count = 0
         self.delivered_count = 0
         self.failed_count = 0
@@ -79,32 +80,35 @@ class WebhookSender:
     def submit(self, payload: dict[str, Any]) -> None:
         """Queue one payload for every URL; never waits."""
         body = json.dumps(payload, separators=(",", ":"), sort_keys=True, default=str).encode()
-        for url in self.urls:
+        for url, queue in self.queues.items():
             try:
-                self.queue.put_nowait(Delivery(url, body))
+                queue.put_nowait(Delivery(url, body))
             except asyncio.QueueFull:
                 self.dropped_count += 1
                 metrics.webhook_deliveries.labels("dropped").inc()
                 log.warning("alert webhook queue full: dropped a payload for %s", url)
-        metrics.webhook_queue.set(self.queue.qsize())
+        metrics.webhook_queue.set(self.queued_count())
+
+    def queued_count(self) -> int:
+        return sum(queue.qsize() for queue in self.queues.values())
 
     def start(self) -> None:
         if self._tasks or not self.urls:
             return
         self._client = httpx.AsyncClient(timeout=self.timeout_s)
-        self._tasks = [asyncio.create_task(self._worker(), name=f"alert-webhook-{i}")
-                       for i in range(self.workers_count)]
+        self._tasks = [asyncio.create_task(self._worker(queue), name=f"alert-webhook-{i}")
+                       for i, queue in enumerate(self.queues.values())]
 
     async def join(self) -> None:
         """Wait until every queued payload is delivered or given up (tests, shutdown)."""
-        await self.queue.join()
+        await asyncio.gather(*(queue.join() for queue in self.queues.values()))
 
     async def stop(self, deadline_s: float = limits.webhook_timeout_s) -> None:
         if self._tasks:
             try:
-                await asyncio.wait_for(self.queue.join(), deadline_s)
+                await asyncio.wait_for(self.join(), deadline_s)
             except TimeoutError:
-                log.warning("alert webhooks: %d payloads left undelivered", self.queue.qsize())
+                log.warning("alert webhooks: %d payloads left undelivered", self.queued_count())
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -113,16 +117,16 @@ class WebhookSender:
             await self._client.aclose()
             self._client = None
 
-    async def _worker(self) -> None:
+    async def _worker(self, queue: asyncio.Queue[Delivery]) -> None:
         while True:
-            delivery = await self.queue.get()
+            delivery = await queue.get()
             try:
                 await self._deliver(delivery)
             except Exception:  # a bug here must not kill the worker
                 log.exception("alert webhook delivery to %s crashed", delivery.url)
             finally:
-                self.queue.task_done()
-                metrics.webhook_queue.set(self.queue.qsize())
+                queue.task_done()
+                metrics.webhook_queue.set(self.queued_count())
 
     async def _deliver(self, delivery: Delivery) -> None:
         assert self._client is not None
