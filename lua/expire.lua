@@ -18,13 +18,13 @@ local keys = { acct = KEYS[1], holds = KEYS[2], expiry = KEYS[3], ended = KEYS[4
                stream = KEYS[6], seq = KEYS[7] }
 
 if rcall('EXISTS', keys.acct) == 0 then
-  return { 11, 0, 0, '0' }
+  return { 11, 0, 0, 0 }
 end
 local expired = expire_due(keys, ARGV[4], tonumber(ARGV[6]))
 local pruned = prune_ended(keys, tonumber(ARGV[5]), tonumber(ARGV[7]), KEYS[8])
 local nxt = rcall('ZRANGE', keys.expiry, 0, 0, 'WITHSCORES')
-local next_ms = '0'
+local next_ms = 0
 if nxt[2] then
-  next_ms = nxt[2]
+  next_ms = tonumber(nxt[2])
 end
 return { 0, expired, pruned, next_ms }

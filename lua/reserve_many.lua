@@ -45,10 +45,10 @@ end
 -- validate
 for i = 1, n do
   if legs[i].amount == nil then
-    return { 10, i, '0', '0' }
+    return { 10, i, 0, 0 }
   end
   if rcall('EXISTS', legs[i].keys.acct) == 0 then
-    return { 11, i, '0', '0' }
+    return { 11, i, 0, 0 }
   end
 end
 for i = 1, n do
@@ -63,13 +63,13 @@ for i = 1, n do
   if raw then
     local h = hold_decode(raw)
     if h.amount ~= legs[i].amount then
-      return { 20, i, '0', '0' }
+      return { 20, i, 0, 0 }
     end
     held = held + 1
   elseif index then
     local owner = rcall('HGET', index, legs[i].ref)
     if owner and owner ~= legs[i].label then
-      return { 20, i, '0', '0' }
+      return { 20, i, 0, 0 }
     end
   end
 end
@@ -77,13 +77,13 @@ if held == n then
   local reply = { 1, 0 }
   for i = 1, n do
     local total, locked = balances(legs[i].keys.acct)
-    reply[#reply + 1] = istr(total)
-    reply[#reply + 1] = istr(locked)
-    reply[#reply + 1] = '0'
+    reply[#reply + 1] = total
+    reply[#reply + 1] = locked
+    reply[#reply + 1] = 0
   end
   return reply
 elseif held > 0 then
-  return { 20, 0, '0', '0' }
+  return { 20, 0, 0, 0 }
 end
 
 -- limits: legs on one account add up
@@ -93,7 +93,7 @@ for i = 1, n do
   wanted[acct] = (wanted[acct] or 0) + legs[i].amount
   local total, locked = balances(acct)
   if wanted[acct] > total - locked then
-    return { 21, i, istr(total), istr(locked) }
+    return { 21, i, total, locked }
   end
 end
 
@@ -116,8 +116,8 @@ for i = 1, n do
   end
   local id, total, locked = apply(leg.keys.acct, stream, seq, 'reserve_lock', leg.label, leg.ref,
     leg.amount, 0, leg.amount, meta, { 'exp', istr(expires), 'optype', optype })
-  reply[#reply + 1] = istr(total)
-  reply[#reply + 1] = istr(locked)
-  reply[#reply + 1] = istr(id)
+  reply[#reply + 1] = total
+  reply[#reply + 1] = locked
+  reply[#reply + 1] = id
 end
 return reply

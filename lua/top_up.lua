@@ -28,10 +28,10 @@ local label, ref = ARGV[4], ARGV[5]
 -- validate
 local amount = parse_amount(ARGV[6])
 if amount == nil then
-  return { 10, '0', '0', '0' }
+  return { 10, 0, 0, 0 }
 end
 if rcall('EXISTS', keys.acct) == 0 then
-  return { 11, '0', '0', '0' }
+  return { 11, 0, 0, 0 }
 end
 prune_ended(keys, tonumber(ARGV[8]), tonumber(ARGV[9]), KEYS[8])
 
@@ -44,7 +44,7 @@ end
 -- limits
 local total, locked = balances(keys.acct)
 if total + amount > AMOUNT_MAX then
-  return { 23, istr(total), istr(locked), '0' }
+  return { 23, total, locked, 0 }
 end
 
 -- mutate

@@ -29,10 +29,10 @@ local label, ref = ARGV[4], ARGV[5]
 -- validate
 local amount = parse_amount(ARGV[6])
 if amount == nil then
-  return { 10, '0', '0', '0' }
+  return { 10, 0, 0, 0 }
 end
 if rcall('EXISTS', keys.acct) == 0 then
-  return { 11, '0', '0', '0' }
+  return { 11, 0, 0, 0 }
 end
 expire_due(keys, label, tonumber(ARGV[9]))
 prune_ended(keys, tonumber(ARGV[8]), tonumber(ARGV[10]), KEYS[8])
@@ -46,7 +46,7 @@ end
 -- limits
 local total, locked = balances(keys.acct)
 if amount > total - locked then
-  return { 21, istr(total), istr(locked), '0' }
+  return { 21, total, locked, 0 }
 end
 
 -- mutate

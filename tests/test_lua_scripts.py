@@ -1,5 +1,5 @@
 """The scripts themselves, called with raw ARGV (bypassing the Python checks): they validate
-again before their first write, and keep balances as integer strings."""
+again before their first write, keep balances as integer strings and answer with integers."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_reserve_refuses_a_bad_amount_before_any_write(env: dict[str, Any], amou
 
 def test_balances_are_integer_strings(env: dict[str, Any]) -> None:
     reply = reserve(env, "250")
-    assert reply[:4] == [ResultCode.ok, "1000", "250", "3"]
+    assert reply == [ResultCode.ok, 1000, 250, 3, "pending", 250, 0, START_MS, 0, 0, "swap"]
     acct = env["client"].hgetall(env["k"].acct)
     assert (acct["total"], acct["locked"]) == ("1000", "250")
     assert env["client"].hget(env["k"].holds, "r1") == f"pending|250|0|{START_MS}|0|0|swap"
@@ -57,13 +57,12 @@ def test_balances_are_integer_strings(env: dict[str, Any]) -> None:
 def test_the_largest_amount_is_exact(env: dict[str, Any]) -> None:
     top = env["driver"].execute(Script("top_up", env["keys"], [
         START_MS, 1, 1, LABEL, "big", str(2**53 - 1001), "", 86_400_000, 16]))
-    assert top[:3] == [ResultCode.ok, str(2**53 - 1), "0"]
+    assert top[:3] == [ResultCode.ok, 2**53 - 1, 0]
     over = env["driver"].execute(Script("top_up", env["keys"], [
         START_MS, 1, 1, LABEL, "one", "1", "", 86_400_000, 16]))
-    assert over[:3] == [ResultCode.exceeds_limit, str(2**53 - 1), "0"]
-    assert reserve(env, str(2**53 - 1))[:3] == [ResultCode.ok, str(2**53 - 1), str(2**53 - 1)]
-    assert reserve(env, "1", "r2")[:3] == [ResultCode.exceeds_available, str(2**53 - 1),
-                                           str(2**53 - 1)]
+    assert over[:3] == [ResultCode.exceeds_limit, 2**53 - 1, 0]
+    assert reserve(env, str(2**53 - 1))[:3] == [ResultCode.ok, 2**53 - 1, 2**53 - 1]
+    assert reserve(env, "1", "r2")[:3] == [ResultCode.exceeds_available, 2**53 - 1, 2**53 - 1]
 
 
 def test_reserve_on_an_account_never_opened(env: dict[str, Any]) -> None:
@@ -77,7 +76,7 @@ def test_reserve_on_an_account_never_opened(env: dict[str, Any]) -> None:
 
 def test_exceeds_available_writes_nothing(env: dict[str, Any]) -> None:
     before = snapshot(env)
-    assert reserve(env, "1001")[:3] == [ResultCode.exceeds_available, "1000", "0"]
+    assert reserve(env, "1001")[:3] == [ResultCode.exceeds_available, 1000, 0]
     assert snapshot(env) == before
 
 
@@ -116,5 +115,5 @@ def test_reserve_many_refuses_a_bad_leg_before_any_write(env: dict[str, Any]) ->
     reply = env["driver"].execute(Script("reserve_many", legs_keys, [
         START_MS, 1, 1, 2, LABEL, "a", "600", LABEL, "b", "401", 0, "swap", "",
         86_400_000, 16, 16]))
-    assert reply == [ResultCode.exceeds_available, 2, "1000", "0"]
+    assert reply == [ResultCode.exceeds_available, 2, 1000, 0]
     assert snapshot(env) == before

@@ -107,7 +107,7 @@ def test_a_pipeline_after_script_flush_loads_the_script_again(backend: dict[str,
     service.top_up_reserve("UGX", "100", "fiat", "seed")
     backend["sync"].script_flush()
     replies = service.run(_expire_and_balance(service))
-    assert replies == [[0, 0, 0, "0"], ["100", "0"], [0, 0, 0, "0"]]
+    assert replies == [[0, 0, 0, 0], ["100", "0"], [0, 0, 0, 0]]
 
 
 async def test_async_pipeline_after_script_flush(backend: dict[str, Any],
@@ -118,7 +118,7 @@ async def test_async_pipeline_after_script_flush(backend: dict[str, Any],
     assert (await driver.run(_expire_and_balance(service)))[1] == ["100", "0"]
     backend["sync"].script_flush()
     assert await driver.run(_expire_and_balance(service)) == [
-        [0, 0, 0, "0"], ["100", "0"], [0, 0, 0, "0"]]
+        [0, 0, 0, 0], ["100", "0"], [0, 0, 0, 0]]
     backend["sync"].script_flush()
     reply = await driver.execute(Script("expire", ["nope"] * 7, [1, 1, 1, "X", 1, 1, 1]))
-    assert reply == [ResultCode.account_not_found, 0, 0, "0"]
+    assert reply == [ResultCode.account_not_found, 0, 0, 0]

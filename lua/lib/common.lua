@@ -8,13 +8,25 @@
 -- Hold record (one field per reference in the account's holds hash):
 --   state|amount_minor|committed_minor|created_ms|expires_ms|ended_ms|operation_type
 --   state: pending, committed, released, expired; expires_ms 0 = no TTL.
+--
+-- Redis stores amounts as integer strings; replies carry them as integers (all below 2^53).
 local rcall = redis.call
 
 local AMOUNT_MAX = 9007199254740991 -- 2^53 - 1: above it Lua doubles stop being exact
 local NOW_MS = tonumber(ARGV[1])
 
+local format = string.format
+local NOW_TEXT = format('%d', NOW_MS)
+
+-- Integer to the digits Redis stores. string.format costs about as much as a redis.call, so the
+-- two values most written (0 and the call's clock) skip it.
 local function istr(n)
-  return string.format('%d', n)
+  if n == 0 then
+    return '0'
+  elseif n == NOW_MS then
+    return NOW_TEXT
+  end
+  return format('%d', n)
 end
 
 -- A positive integer of minor units, at most 2^53 - 1, given as digits only; else nil.
@@ -40,34 +52,47 @@ local function hold_encode(h)
     .. '|' .. istr(h.expires) .. '|' .. istr(h.ended) .. '|' .. h.op
 end
 
+-- Amounts, ids and times go back as integer replies (every one is an integer below 2^53, so
+-- exact): cheaper than formatting them here and parsing them in the client.
 local function hold_reply(code, total, locked, event_id, h)
   if h == nil then
-    return { code, istr(total or 0), istr(locked or 0), istr(event_id or 0) }
+    return { code, total or 0, locked or 0, event_id or 0 }
   end
-  return { code, istr(total or 0), istr(locked or 0), istr(event_id or 0), h.state, istr(h.amount),
-           istr(h.committed), istr(h.created), istr(h.expires), istr(h.ended), h.op }
+  return { code, total or 0, locked or 0, event_id or 0, h.state, h.amount, h.committed,
+           h.created, h.expires, h.ended, h.op }
 end
 
+-- The balances of each account read in this call: every change to them goes through apply,
+-- which keeps this up to date, so an account is read from Redis once per call (hold_batch runs
+-- many operations on one account in one call).
+local known_balances = {}
+
 local function balances(acct_key)
+  local known = known_balances[acct_key]
+  if known then
+    return known[1], known[2]
+  end
   local v = rcall('HMGET', acct_key, 'total', 'locked')
-  return tonumber(v[1]), tonumber(v[2])
+  local total, locked = tonumber(v[1]), tonumber(v[2])
+  if total ~= nil then
+    known_balances[acct_key] = { total, locked }
+  end
+  return total, locked
 end
 
 -- Moves the account's balances by (d_total, d_locked) and appends the journal event in the same
 -- step. Returns event id (unique across shards), total and locked after.
 local function apply(acct_key, stream_key, seq_key, op, label, ref, amount, d_total, d_locked, meta, extra)
-  local total, locked
-  if d_total ~= 0 then
-    total = rcall('HINCRBY', acct_key, 'total', istr(d_total))
+  local total, locked = balances(acct_key)
+  total, locked = total + d_total, locked + d_locked
+  if d_total ~= 0 and d_locked ~= 0 then
+    rcall('HSET', acct_key, 'total', istr(total), 'locked', istr(locked))
+  elseif d_total ~= 0 then
+    rcall('HSET', acct_key, 'total', istr(total))
+  elseif d_locked ~= 0 then
+    rcall('HSET', acct_key, 'locked', istr(locked))
   end
-  if d_locked ~= 0 then
-    locked = rcall('HINCRBY', acct_key, 'locked', istr(d_locked))
-  end
-  if total == nil or locked == nil then
-    local t, l = balances(acct_key)
-    total = total or t
-    locked = locked or l
-  end
+  known_balances[acct_key] = { total, locked }
   local seq = rcall('INCR', seq_key)
   local id = (seq - 1) * tonumber(ARGV[3]) + tonumber(ARGV[2])
   local fields = { 'id', istr(id), 'op', op, 'acct', label, 'ref', ref, 'amt', istr(amount),
@@ -91,8 +116,10 @@ local function end_hold(keys, label, ref, h, state, meta)
   h.state = state
   h.ended = NOW_MS
   rcall('HSET', keys.holds, ref, hold_encode(h))
-  rcall('ZREM', keys.expiry, ref)
-  rcall('ZADD', keys.ended, istr(NOW_MS), 'h:' .. ref)
+  if h.expires > 0 then -- only a hold with a TTL is in the expiry set
+    rcall('ZREM', keys.expiry, ref)
+  end
+  rcall('ZADD', keys.ended, NOW_TEXT, 'h:' .. ref)
   return apply(keys.acct, keys.stream, keys.seq, op, label, ref, h.amount, 0, -h.amount, meta, nil)
 end
 

@@ -11,9 +11,9 @@ local function op_lookup(keys, ref, kind, amount)
   -- a repeat answers with the first event id and the balances as they are now
   local total, locked = balances(keys.acct)
   if k ~= kind or tonumber(a) ~= amount then
-    return { 20, istr(total), istr(locked), id }
+    return { 20, total, locked, tonumber(id) }
   end
-  return { 1, istr(total), istr(locked), id }
+  return { 1, total, locked, tonumber(id) }
 end
 
 local function op_apply(keys, label, ref, kind, op, amount, d_total, meta)
@@ -22,5 +22,5 @@ local function op_apply(keys, label, ref, kind, op, amount, d_total, meta)
   rcall('HSET', keys.ops, ref, kind .. '|' .. istr(amount) .. '|' .. istr(id) .. '|' .. istr(total)
     .. '|' .. ARGV[1])
   rcall('ZADD', keys.ended, ARGV[1], 'o:' .. ref)
-  return { 0, istr(total), istr(locked), istr(id) }
+  return { 0, total, locked, id }
 end
