@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
@@ -105,7 +106,10 @@ class AsyncDriver:
         # (the cluster client fails instead of waiting), so callers queue here.
         self._inflight = asyncio.Semaphore(inflight_max)
 
-    async def execute(self, command: Command) -> Any:
+    def execute(self, command: Command) -> Awaitable[Any]:
+        return self._execute_limited(command)
+
+    async def _execute_limited(self, command: Command) -> Any:
         async with self._inflight:
             return await self._execute(command)
 

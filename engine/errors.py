@@ -39,6 +39,11 @@ class ResultCode(IntEnum):
     hold_expired = 32
 
 
+# Reply code -> ResultCode by dict: calling the enum costs more than the rest of a reply's
+# parsing on the hot path.
+RESULT_CODES: dict[int, ResultCode] = {code.value: code for code in ResultCode}
+
+
 class ReserveError(Exception):
     status_code = 500
 

@@ -43,6 +43,7 @@ class KeySpace:
         self.prefix = prefix
         self.shard_count = shard_count
         self._accounts: dict[str, AccountKeys] = {}
+        self._index_keys = [f"{self.tag(shard)}:index" for shard in range(shard_count)]
 
     def shard_of(self, name: str) -> int:
         if self.shard_count == 1:
@@ -73,7 +74,7 @@ class KeySpace:
 
     def index(self, reference_id: str) -> tuple[int, str]:
         shard = self.shard_of(reference_id)
-        return shard, f"{self.tag(shard)}:index"
+        return shard, self._index_keys[shard]
 
     def stream(self, shard: int) -> str:
         return f"{self.tag(shard)}:journal"

@@ -20,6 +20,7 @@ from engine.commands import Batch, Call, Op, Script
 from engine.config import Settings
 from engine.errors import (
     InsufficientReserve,
+    RESULT_CODES,
     InvalidRequest,
     ReferenceConflict,
     ResultCode,
@@ -30,6 +31,7 @@ from engine.money import json_number, to_minor
 from engine.registry import AccountType, Currency, CurrencyRegistry
 from engine.saga import reserve_saga
 from engine.types import (
+    HOLD_STATES,
     Account,
     AccountKind,
     Balance,
@@ -201,7 +203,7 @@ class Ops:
         """KEYS for a per-account script: the index joins them when it shares the slot."""
         shard, index_key = self.keys.index(reference_id)
         if shard == k.shard:
-            return [*k.script_keys(), index_key], None
+            return [k.acct, k.holds, k.expiry, k.ended, k.ops, k.stream, k.seq, index_key], None
         return k.script_keys(), index_key
 
     def _claim_index(self, index_key: str, reference_id: str, label: str) -> Op[None]:
@@ -219,18 +221,13 @@ class Ops:
             labels.pop(next(iter(labels)))
         labels[reference_id] = label
 
-    def _hold_from_reply(self, reference_id: str, account: Account, reply: list[Any]) -> Hold:
-        return Hold(
-            reference_id=reference_id,
-            account=account,
-            state=HoldState(reply[4]),
-            amount_minor=int(reply[5]),
-            committed_minor=int(reply[6]),
-            created_ms=int(reply[7]),
-            expires_ms=int(reply[8]),
-            ended_ms=int(reply[9]),
-            operation_type=str(reply[10]),
-        )
+    def _hold_result(self, reference_id: str, account: Account, code: ResultCode,
+                     reply: list[Any]) -> HoldResult:
+        """A hold script's reply (hold_reply in lua/lib/common.lua: integers, state, type)."""
+        hold = Hold(reference_id, account, HOLD_STATES[reply[4]], reply[5], reply[6], reply[7],
+                    reply[8], reply[9], reply[10])
+        return HoldResult(hold, Balance(account, reply[1], reply[2]), code is ResultCode.ok,
+                          reply[3])
 
     def _insufficient(self, balance: Balance, required_minor: int) -> InsufficientReserve:
         status = balance.sufficiency(required_minor)
@@ -255,7 +252,9 @@ class Ops:
         ttl_ms = _ttl_ms(ttl_s)
         _check_minor(amount_minor)
         meta = encode_metadata(metadata)
-        account = yield from self.open_account(spec)
+        account = self._accounts.get(spec.label)
+        if account is None:
+            account = yield from self.open_account(spec)
         k = self.keys.account(spec.label)
         keys, outside_index = self._script_keys(k, reference_id)
         if outside_index is not None:
@@ -269,14 +268,12 @@ class Ops:
             self._accounts.pop(spec.label, None)
             account = yield from self.open_account(spec)
             reply = yield Script("reserve", keys, args)
-        code = ResultCode(reply[0])
-        balance = Balance(account, int(reply[1]), int(reply[2]))
+        code = RESULT_CODES[reply[0]]
         if code is ResultCode.exceeds_available:
-            raise self._insufficient(balance, amount_minor)
+            raise self._insufficient(Balance(account, reply[1], reply[2]), amount_minor)
         raise_for_code(code, reference_id=reference_id, account=spec.label)
         self._remember(reference_id, spec.label)
-        hold = self._hold_from_reply(reference_id, account, reply)
-        return HoldResult(hold, balance, code is ResultCode.ok, int(reply[3]))
+        return self._hold_result(reference_id, account, code, reply)
 
     def reserve_many(
         self,
@@ -353,8 +350,12 @@ class Ops:
         self, script: str, reference_id: str, extra_args: list[str | int]
     ) -> Op[HoldResult]:
         check_reference(reference_id)
-        label = yield from self.hold_label(reference_id)
-        account = yield from self.account_of_label(label)
+        label = self._hold_labels.get(reference_id)
+        if label is None:
+            label = yield from self.hold_label(reference_id)
+        account = self._accounts.get(label)
+        if account is None:
+            account = yield from self.account_of_label(label)
         k = self.keys.account(label)
         keys, _ = self._script_keys(k, reference_id)
         reply = yield Script(
@@ -362,15 +363,13 @@ class Ops:
             [*self._common(k.shard), label, reference_id, *extra_args, self.retention_ms,
              limits.expire_per_call_max, limits.prune_per_call_max],
         )
-        code = ResultCode(reply[0])
+        code = RESULT_CODES[reply[0]]
         if code is ResultCode.hold_not_found and reference_id in self._hold_labels:
             # a stale cached label (the reference was pruned and reused): ask the index
             del self._hold_labels[reference_id]
             return (yield from self._end_hold(script, reference_id, extra_args))
         raise_for_code(code, reference_id=reference_id, account=label)
-        balance = Balance(account, int(reply[1]), int(reply[2]))
-        hold = self._hold_from_reply(reference_id, account, reply)
-        return HoldResult(hold, balance, code is ResultCode.ok, int(reply[3]))
+        return self._hold_result(reference_id, account, code, reply)
 
     def release(self, reference_id: str, metadata: dict[str, Any] | None = None) -> Op[HoldResult]:
         return (yield from self._end_hold("release", reference_id, [encode_metadata(metadata)]))
