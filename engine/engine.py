@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from engine import limits
@@ -44,8 +44,9 @@ class ReserveEngine:
         settings = settings or Settings.from_env()
         return cls(async_client(settings), settings, **kwargs)
 
-    async def run(self, op: Op[T]) -> T:
-        return await self.driver.run(op)
+    def run(self, op: Op[T]) -> Coroutine[Any, Any, T]:
+        """Run an operation of engine/ops.py (the driver's coroutine itself: one frame less)."""
+        return self.driver.run(op)
 
     async def close(self) -> None:
         await self.client.aclose()
