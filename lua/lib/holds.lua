@@ -67,20 +67,25 @@ local function hold_reserve(keys, label, ref, amount_raw, ttl_ms, optype, meta, 
   expire_pass(keys, label, expire_max)
   prune_pass(keys, retention_ms, prune_max, index)
 
-  -- already exists / idempotent
-  local raw = rcall('HGET', keys.holds, ref)
-  if raw then
-    local h = hold_decode(raw)
-    local total, locked = balances(keys.acct)
-    if h.amount ~= amount then
-      return hold_reply(20, total, locked, 0, h)
-    end
-    return hold_reply(1, total, locked, 0, h)
-  end
+  -- already exists / idempotent. A hold and its index entry are written together and pruned
+  -- together (or the hold alone), so with the index in this slot a reference the index does not
+  -- name to this account has no hold here: a new reference costs one lookup, not two.
+  local owner = nil
   if index then
-    local owner = rcall('HGET', index, ref)
+    owner = rcall('HGET', index, ref)
     if owner and owner ~= label then
       return hold_reply(20)
+    end
+  end
+  if owner or not index then
+    local raw = rcall('HGET', keys.holds, ref)
+    if raw then
+      local h = hold_decode(raw)
+      local total, locked = balances(keys.acct)
+      if h.amount ~= amount then
+        return hold_reply(20, total, locked, 0, h)
+      end
+      return hold_reply(1, total, locked, 0, h)
     end
   end
 
