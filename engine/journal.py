@@ -43,7 +43,12 @@ MONEY_OPERATIONS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+_KNOWN_FIELDS = frozenset(("id", "op", "acct", "ref", "amt", "dt", "dl", "total", "locked", "ts",
+                           "meta"))
+
+
+# Not frozen: the persister builds one per event, and a frozen dataclass's __init__ costs ~7x.
+@dataclass(slots=True)
 class JournalEvent:
     stream_id: str
     event_id: int
@@ -61,7 +66,6 @@ class JournalEvent:
 
     @classmethod
     def parse(cls, stream_id: str, fields: dict[str, str]) -> JournalEvent:
-        known = {"id", "op", "acct", "ref", "amt", "dt", "dl", "total", "locked", "ts", "meta"}
         meta_text = fields.get("meta", "")
         event = cls(
             stream_id=stream_id,
@@ -76,7 +80,7 @@ class JournalEvent:
             locked_minor=int(fields.get("locked", 0)),
             ts_ms=int(fields.get("ts", 0)),
             meta=json.loads(meta_text) if meta_text else {},
-            extra={k: v for k, v in fields.items() if k not in known},
+            extra={k: v for k, v in fields.items() if k not in _KNOWN_FIELDS},
         )
         assert event.total_minor >= event.locked_minor >= 0 or event.op == "audit", event
         return event

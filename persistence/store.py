@@ -30,6 +30,7 @@ _HOLD_END_STATE = {"reserve_release": "released", "reserve_expire": "expired",
                    "reserve_commit": "committed"}
 
 
+@functools.lru_cache(maxsize=4096)  # a batch's events share a handful of clock readings
 def ms_to_dt(ms: int) -> datetime:
     return EPOCH + timedelta(milliseconds=ms)  # exact: no float on the way
 
