@@ -80,7 +80,7 @@ class JournalEvent:
             locked_minor=int(fields.get("locked", 0)),
             ts_ms=int(fields.get("ts", 0)),
             meta=json.loads(meta_text) if meta_text else {},
-            extra={k: v for k, v in fields.items() if k not in _KNOWN_FIELDS},
+            extra={k: fields[k] for k in fields.keys() - _KNOWN_FIELDS},
         )
         assert event.total_minor >= event.locked_minor >= 0 or event.op == "audit", event
         return event
