@@ -28,9 +28,11 @@ end
 local n = rcall('INCR', KEYS[3])
 local account_id = (n - 1) * tonumber(ARGV[3]) + tonumber(ARGV[2])
 local number = ARGV[8] .. string.format('%04d', account_id)
-rcall('HSET', acct_key, 'label', ARGV[4], 'currency', ARGV[5], 'account_type', ARGV[6],
-  'kind', ARGV[7], 'account_id', istr(account_id), 'account_number', number,
-  'created_ms', ARGV[1], 'total', '0', 'locked', '0')
+-- total and locked first: a small hash is a listpack searched from its start, and these two are
+-- the fields every operation writes
+rcall('HSET', acct_key, 'total', '0', 'locked', '0', 'label', ARGV[4], 'currency', ARGV[5],
+  'account_type', ARGV[6], 'kind', ARGV[7], 'account_id', istr(account_id),
+  'account_number', number, 'created_ms', ARGV[1])
 rcall('SADD', KEYS[2], ARGV[4])
 apply(acct_key, KEYS[4], KEYS[5], 'account_open', ARGV[4], '', 0, 0, 0, '',
   { 'cur', ARGV[5], 'type', ARGV[6], 'kind', ARGV[7], 'aid', istr(account_id), 'num', number })
