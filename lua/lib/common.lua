@@ -107,6 +107,16 @@ local function apply(acct_key, stream_key, seq_key, op, label, ref, amount, d_to
   return id, total, locked
 end
 
+-- Stores a hold that has just ended (h.state and h.ended set): off the expiry set, onto the
+-- ended set that pruning reads.
+local function store_ended_hold(keys, ref, h)
+  rcall('HSET', keys.holds, ref, hold_encode(h))
+  if h.expires > 0 then -- only a hold with a TTL is in the expiry set
+    rcall('ZREM', keys.expiry, ref)
+  end
+  rcall('ZADD', keys.ended, NOW_TEXT, 'h:' .. ref)
+end
+
 -- Ends a pending hold (released or expired): frees its amount and records the end.
 local function end_hold(keys, label, ref, h, state, meta)
   local op = 'reserve_release'
@@ -115,11 +125,7 @@ local function end_hold(keys, label, ref, h, state, meta)
   end
   h.state = state
   h.ended = NOW_MS
-  rcall('HSET', keys.holds, ref, hold_encode(h))
-  if h.expires > 0 then -- only a hold with a TTL is in the expiry set
-    rcall('ZREM', keys.expiry, ref)
-  end
-  rcall('ZADD', keys.ended, NOW_TEXT, 'h:' .. ref)
+  store_ended_hold(keys, ref, h)
   return apply(keys.acct, keys.stream, keys.seq, op, label, ref, h.amount, 0, -h.amount, meta, nil)
 end
 

@@ -158,11 +158,7 @@ local function hold_commit(keys, label, ref, amount_raw, meta, retention_ms, exp
   h.state = 'committed'
   h.committed = committed
   h.ended = NOW_MS
-  rcall('HSET', keys.holds, ref, hold_encode(h))
-  if h.expires > 0 then -- only a hold with a TTL is in the expiry set
-    rcall('ZREM', keys.expiry, ref)
-  end
-  rcall('ZADD', keys.ended, NOW_TEXT, 'h:' .. ref)
+  store_ended_hold(keys, ref, h)
   local id, total, locked = apply(keys.acct, keys.stream, keys.seq, 'reserve_commit', label, ref,
     committed, -committed, -h.amount, meta, { 'held', istr(h.amount) })
   expire_pass(keys, label, expire_max)
