@@ -38,7 +38,6 @@ from engine.types import (
     Hold,
     HoldResult,
     HoldState,
-    Leg,
     SweepResult,
     TransferResult,
 )
@@ -203,7 +202,7 @@ class Ops:
         """KEYS for a per-account script: the index joins them when it shares the slot."""
         shard, index_key = self.keys.index(reference_id)
         if shard == k.shard:
-            return [k.acct, k.holds, k.expiry, k.ended, k.ops, k.stream, k.seq, index_key], None
+            return [*k.script_keys(), index_key], None
         return k.script_keys(), index_key
 
     def _claim_index(self, index_key: str, reference_id: str, label: str) -> Op[None]:
