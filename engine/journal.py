@@ -45,6 +45,9 @@ MONEY_OPERATIONS = (
 
 _KNOWN_FIELDS = frozenset(("id", "op", "acct", "ref", "amt", "dt", "dl", "total", "locked", "ts",
                            "meta"))
+# The order lua/lib/common.lua's apply() writes them in (every money event): read by position.
+_HEAD = ("id", "op", "acct", "ref", "amt", "dt", "dl", "total", "locked", "ts", "meta")
+_HEAD_END = 2 * len(_HEAD)
 
 
 # Not frozen: the persister builds one per event, and a frozen dataclass's __init__ costs ~7x.
@@ -65,7 +68,12 @@ class JournalEvent:
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, stream_id: str, fields: dict[str, str]) -> JournalEvent:
+    def parse(cls, stream_id: str, fields: dict[str, str] | list[str]) -> JournalEvent:
+        """An entry's fields, as a dict or as the flat [name, value, ...] list Redis sends."""
+        if isinstance(fields, list):
+            if tuple(fields[0:_HEAD_END:2]) == _HEAD:
+                return cls._parse_head(stream_id, fields)
+            fields = dict(zip(fields[::2], fields[1::2], strict=True))
         meta_text = fields.get("meta", "")
         event = cls(
             stream_id=stream_id,
@@ -82,5 +90,14 @@ class JournalEvent:
             meta=json.loads(meta_text) if meta_text else {},
             extra={k: fields[k] for k in fields.keys() - _KNOWN_FIELDS},
         )
+        assert event.total_minor >= event.locked_minor >= 0 or event.op == "audit", event
+        return event
+
+    @classmethod
+    def _parse_head(cls, stream_id: str, f: list[str]) -> JournalEvent:
+        meta_text = f[21]
+        event = cls(stream_id, int(f[1]), f[3], f[5], f[7], int(f[9]), int(f[11]), int(f[13]),
+                    int(f[15]), int(f[17]), int(f[19]), json.loads(meta_text) if meta_text else {},
+                    dict(zip(f[_HEAD_END::2], f[_HEAD_END + 1::2], strict=True)))
         assert event.total_minor >= event.locked_minor >= 0 or event.op == "audit", event
         return event

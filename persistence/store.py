@@ -15,7 +15,6 @@ from typing import Any
 
 import psycopg
 import sqlalchemy as sa
-from psycopg.types.json import Json
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.journal import MONEY_OPERATIONS, JournalEvent
@@ -80,12 +79,12 @@ def _open_engines() -> list[sa.Engine]:
 _made: list[sa.Engine] = []
 
 
-def _chunks(rows: Sequence[dict[str, Any]]) -> Iterator[Sequence[dict[str, Any]]]:
+def _chunks(rows: Sequence[Any]) -> Iterator[Sequence[Any]]:
     for i in range(0, len(rows), limits.insert_rows_max):
         yield rows[i:i + limits.insert_rows_max]
 
 
-def _newer_hold_wins(stmt: Any, columns: list[str], keep: tuple[str, ...] = ()) -> Any:
+def _newer_hold_wins(stmt: Any, columns: Sequence[str], keep: tuple[str, ...] = ()) -> Any:
     """A hold's row takes the given columns (but those to keep) of a row from a later event
     only: a replayed batch changes nothing."""
     return stmt.on_conflict_do_update(
@@ -95,57 +94,77 @@ def _newer_hold_wins(stmt: Any, columns: list[str], keep: tuple[str, ...] = ()) 
     )
 
 
-def _apply(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]],
-           conflict: Callable[[Any, list[str]], Any]) -> list[Any]:
-    """INSERT rows (all with the same keys) into table, with the ON CONFLICT (and RETURNING)
-    clause that `conflict(stmt, columns)` adds; returns what RETURNING gave.
+@functools.lru_cache(maxsize=32)
+def _pg_types(table: sa.Table, columns: tuple[str, ...]) -> list[str]:
+    """Postgres type names of the columns, for a binary COPY (psycopg's set_types)."""
+    dialect = postgresql.dialect()
+    return [table.c[c].type.compile(dialect=dialect).split("(")[0].lower() for c in columns]
 
-    Postgres: COPY into a temporary table and one INSERT ... SELECT from it, so the batch is
-    parsed and planned once. SQLite (the embedded default): executemany of one statement,
-    compiled once (SQLAlchemy's cache). Building `.values(rows)` instead compiled a new
-    statement with thousands of parameters for every chunk: most of the persister's time."""
+
+def _apply(conn: sa.Connection, table: sa.Table, columns: tuple[str, ...],
+           rows: Sequence[tuple[Any, ...]], conflict: Callable[[Any, Sequence[str]], Any],
+           direct: bool = False) -> int | list[Any]:
+    """INSERT rows (tuples in the order of columns) into table, with the ON CONFLICT (and
+    RETURNING) clause that `conflict(stmt, columns)` adds; returns what RETURNING gave.
+
+    Postgres: a binary COPY into a temporary table and one INSERT ... SELECT from it, so the
+    batch is parsed and planned once. With direct, the batch is first COPYed straight into the
+    table under a savepoint and the row count returned: rows that are new (the usual case)
+    then cost one write instead of two; a conflict (a replayed batch) rolls the savepoint back
+    and the batch takes the INSERT ... SELECT path. SQLite (the embedded default): executemany
+    of one statement, compiled once (SQLAlchemy's cache)."""
     if not rows:
         return []
-    columns = list(rows[0])
     if conn.dialect.name != "postgresql":
         returned: list[Any] = []
         for chunk in _chunks(rows):
-            result = conn.execute(conflict(sqlite.insert(table), columns), chunk)
+            params = [dict(zip(columns, row)) for row in chunk]
+            result = conn.execute(conflict(sqlite.insert(table), columns), params)
             if result.returns_rows:
                 returned += result.scalars().all()
         return returned
-    stage = _copy_to_stage(conn, table, columns, rows)
+    if direct:
+        try:
+            with conn.begin_nested():
+                _copy(conn, table.name, table, columns, rows)
+            return len(rows)
+        except psycopg.errors.UniqueViolation:
+            pass  # some rows are there already: the path that sorts them out
+    name = f"stage_{table.name}"
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        # lives as long as the pooled connection; its rows only in this transaction
+        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} (LIKE {table.name})")
+        cursor.execute(f"TRUNCATE {name}")
+    finally:
+        cursor.close()
+    _copy(conn, name, table, columns, rows)
+    stage = sa.table(name, *(sa.column(c) for c in columns))
     stmt = conflict(postgresql.insert(table).from_select(
         columns, sa.select(*(stage.c[c] for c in columns))), columns)
     result = conn.execute(stmt)
     return list(result.scalars()) if result.returns_rows else []
 
 
-def _copy_to_stage(conn: sa.Connection, table: sa.Table, columns: list[str],
-                   rows: Sequence[dict[str, Any]]) -> sa.TableClause:
-    """COPY rows into `stage_<table>`, a temporary table of this connection shaped like table
-    and emptied first (it lives as long as the pooled connection; its rows only in this
-    transaction)."""
-    name = f"stage_{table.name}"
+def _copy(conn: sa.Connection, target: str, table: sa.Table, columns: tuple[str, ...],
+          rows: Sequence[tuple[Any, ...]]) -> None:
+    """Binary COPY of rows into target (shaped like table): psycopg's C dumpers, and no text
+    for Postgres to parse (timestamps above all)."""
     quoted = ", ".join(f'"{c}"' for c in columns)
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} (LIKE {table.name})")
-        cursor.execute(f"TRUNCATE {name}")
-        json_at = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, sa.JSON)]
-        with cursor.copy(f"COPY {name} ({quoted}) FROM STDIN") as copy:
+        with cursor.copy(f"COPY {target} ({quoted}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_pg_types(table, columns))
+            write_row = copy.write_row
             for row in rows:
-                values = [row[c] for c in columns]
-                for i in json_at:
-                    if values[i] is not None:
-                        values[i] = Json(values[i])
-                copy.write_row(values)
+                write_row(row)
+    except psycopg.errors.UniqueViolation:
+        raise  # _apply's fallback
     except psycopg.Error as exc:
         # as SQLAlchemy's own error, so that it is classified (transient or not) in one place
-        raise sa.exc.DBAPIError.instance(f"COPY {name}", None, exc, psycopg.Error) from exc
+        raise sa.exc.DBAPIError.instance(f"COPY {target}", None, exc, psycopg.Error) from exc
     finally:
         cursor.close()
-    return sa.table(name, *(sa.column(c) for c in columns))
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,24 +180,32 @@ class LedgerSums:
     last_event_id: int
 
 
-def _transaction_row(e: JournalEvent) -> dict[str, Any]:
-    return {
-        "event_id": e.event_id, "account": e.account, "operation": e.op,
-        "amount_minor": e.amount_minor, "reference": e.reference,
-        "d_total_minor": e.d_total_minor, "d_locked_minor": e.d_locked_minor,
-        "total_after_minor": e.total_minor, "locked_after_minor": e.locked_minor,
-        "metadata": e.meta or None, "created_at": ms_to_dt(e.ts_ms),
-    }
+TRANSACTION_COLUMNS = ("event_id", "account", "operation", "amount_minor", "reference",
+                       "d_total_minor", "d_locked_minor", "total_after_minor",
+                       "locked_after_minor", "metadata", "created_at")
+ACCOUNT_COLUMNS = ("id", "label", "currency", "account_type", "kind", "account_number",
+                   "created_at")
+AUDIT_COLUMNS = ("event_id", "actor", "action", "ip", "account", "reference", "request", "result",
+                 "created_at")
+ALERT_COLUMNS = ("id", "account", "kind", "level", "message", "raised_at")
+HOLD_COLUMNS = ("reference", "account", "amount_minor", "committed_minor", "state",
+                "operation_type", "created_at", "expires_at", "ended_at", "last_event_id")
+# An end whose lock came in an earlier batch: its created_at and expiry are not in the row.
+HOLD_END_COLUMNS = ("reference", "account", "operation_type", "state", "amount_minor",
+                    "committed_minor", "ended_at", "last_event_id")
 
 
-def _account_row(e: JournalEvent) -> dict[str, Any]:
+def _transaction_row(e: JournalEvent) -> tuple[Any, ...]:
+    return (e.event_id, e.account, e.op, e.amount_minor, e.reference, e.d_total_minor,
+            e.d_locked_minor, e.total_minor, e.locked_minor, e.meta or None, ms_to_dt(e.ts_ms))
+
+
+def _account_row(e: JournalEvent) -> tuple[Any, ...]:
     x = e.extra
-    return {"id": int(x["aid"]), "label": e.account, "currency": x["cur"],
-            "account_type": x["type"], "kind": x["kind"], "account_number": x["num"],
-            "created_at": ms_to_dt(e.ts_ms)}
+    return (int(x["aid"]), e.account, x["cur"], x["type"], x["kind"], x["num"], ms_to_dt(e.ts_ms))
 
 
-def _audit_row(e: JournalEvent) -> dict[str, Any]:
+def _audit_row(e: JournalEvent) -> tuple[Any, ...]:
     meta = dict(e.meta)
     actor, ip = str(meta.pop("actor", "")), str(meta.pop("ip", ""))
     action = str(meta.pop("action", e.reference if e.op == "audit" else e.op))
@@ -187,46 +214,41 @@ def _audit_row(e: JournalEvent) -> dict[str, Any]:
         result = {"transaction_id": e.event_id, "operation": e.op, "amount_minor": e.amount_minor,
                   "total_after_minor": e.total_minor, "locked_after_minor": e.locked_minor}
     request = meta.pop("request", meta or None)
-    return {"event_id": e.event_id, "actor": actor[:128], "action": action[:64], "ip": ip[:64],
-            "account": e.account, "reference": "" if e.op == "audit" else e.reference,
-            "request": request, "result": result, "created_at": ms_to_dt(e.ts_ms)}
+    return (e.event_id, actor[:128], action[:64], ip[:64], e.account,
+            "" if e.op == "audit" else e.reference, request, result, ms_to_dt(e.ts_ms))
 
 
-def _alert_row(e: JournalEvent) -> dict[str, Any]:
+def _alert_row(e: JournalEvent) -> tuple[Any, ...]:
     m = e.meta
-    return {"id": e.event_id, "account": str(m.get("account", ""))[:128],
-            "kind": str(m.get("kind", ""))[:32], "level": str(m.get("level", ""))[:16],
-            "message": str(m.get("message", "")), "raised_at": ms_to_dt(e.ts_ms)}
+    return (e.event_id, str(m.get("account", ""))[:128], str(m.get("kind", ""))[:32],
+            str(m.get("level", ""))[:16], str(m.get("message", "")), ms_to_dt(e.ts_ms))
 
 
-def _fold_holds(events: Iterable[JournalEvent]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _fold_holds(events: Iterable[JournalEvent]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """Each hold's state after this batch's events (in journal order): full rows (its lock was
-    in the batch) and end-only rows (it was locked in an earlier batch)."""
-    full: dict[str, dict[str, Any]] = {}
-    ends: dict[str, dict[str, Any]] = {}
+    in the batch; HOLD_COLUMNS) and end-only rows (it was locked in an earlier batch;
+    HOLD_END_COLUMNS)."""
+    full: dict[str, list[Any]] = {}
+    ends: dict[str, list[Any]] = {}
     for e in events:
+        ref = e.reference
         if e.op == "reserve_lock":
-            ends.pop(e.reference, None)
+            ends.pop(ref, None)
             expires_ms = int(e.extra.get("exp", "0"))
-            full[e.reference] = {
-                "reference": e.reference, "account": e.account, "amount_minor": e.amount_minor,
-                "committed_minor": 0, "state": "pending", "operation_type": e.extra.get("optype", ""),
-                "created_at": ms_to_dt(e.ts_ms),
-                "expires_at": ms_to_dt(expires_ms) if expires_ms else None,
-                "ended_at": None, "last_event_id": e.event_id,
-            }
+            full[ref] = [ref, e.account, e.amount_minor, 0, "pending", e.extra.get("optype", ""),
+                         ms_to_dt(e.ts_ms), ms_to_dt(expires_ms) if expires_ms else None, None,
+                         e.event_id]
             continue
-        committed = e.amount_minor if e.op == "reserve_commit" else 0
-        held = int(e.extra["held"]) if e.op == "reserve_commit" else e.amount_minor
-        end = {"state": _HOLD_END_STATE[e.op], "amount_minor": held, "committed_minor": committed,
-               "ended_at": ms_to_dt(e.ts_ms), "last_event_id": e.event_id}
-        target = full.get(e.reference)
-        if target is not None:
-            target.update(end)
+        commit = e.op == "reserve_commit"
+        held = int(e.extra["held"]) if commit else e.amount_minor
+        committed = e.amount_minor if commit else 0
+        state, ended_at = _HOLD_END_STATE[e.op], ms_to_dt(e.ts_ms)
+        row = full.get(ref)
+        if row is not None:  # amount, committed, state; ended_at, last_event_id (HOLD_COLUMNS)
+            row[2], row[3], row[4], row[8], row[9] = held, committed, state, ended_at, e.event_id
         else:
-            ends[e.reference] = {"reference": e.reference, "account": e.account,
-                                 "operation_type": "", **end}
-    return list(full.values()), list(ends.values())
+            ends[ref] = [ref, e.account, "", state, held, committed, ended_at, e.event_id]
+    return [tuple(r) for r in full.values()], [tuple(r) for r in ends.values()]
 
 
 class Store:
@@ -251,26 +273,28 @@ class Store:
             raise translate(exc) from exc
 
     def _write(self, conn: sa.Connection, events: Sequence[JournalEvent]) -> int:
-        _apply(conn, reserve_accounts, [_account_row(e) for e in events if e.op == "account_open"],
+        _apply(conn, reserve_accounts, ACCOUNT_COLUMNS,
+               [_account_row(e) for e in events if e.op == "account_open"],
                lambda stmt, _: stmt.on_conflict_do_nothing())
-        new_ids = _apply(conn, transactions, [_transaction_row(e) for e in events],
-                         lambda stmt, _: stmt.on_conflict_do_nothing(index_elements=["event_id"])
-                         .returning(transactions.c.event_id))
+        new = _apply(conn, transactions, TRANSACTION_COLUMNS, [_transaction_row(e) for e in events],
+                     lambda stmt, _: stmt.on_conflict_do_nothing(index_elements=["event_id"])
+                     .returning(transactions.c.event_id), direct=True)
         full, ends = _fold_holds(e for e in events if e.op in HOLD_OPERATIONS)
-        _apply(conn, holds, full, _newer_hold_wins)
+        _apply(conn, holds, HOLD_COLUMNS, full, _newer_hold_wins, direct=True)
         # An end whose lock came in an earlier batch keeps the lock's operation type (its
         # created_at and expiry are not in the row at all).
-        _apply(conn, holds, ends, functools.partial(_newer_hold_wins, keep=("operation_type",)))
+        _apply(conn, holds, HOLD_END_COLUMNS, ends,
+               functools.partial(_newer_hold_wins, keep=("operation_type",)))
         audits = [_audit_row(e) for e in events
                   if e.op == "audit" or (e.op in MONEY_OPERATIONS and "actor" in e.meta)]
-        _apply(conn, audit_log, audits,
+        _apply(conn, audit_log, AUDIT_COLUMNS, audits,
                lambda stmt, _: stmt.on_conflict_do_nothing(index_elements=["event_id"]))
         self._write_alerts(conn, [e for e in events if e.op in ALERT_OPERATIONS])
-        return len(new_ids)
+        return new if isinstance(new, int) else len(new)
 
     def _write_alerts(self, conn: sa.Connection, events: Sequence[JournalEvent]) -> None:
         """An alert row per raise (its id is the raise's event id), ended by its clear."""
-        _apply(conn, alerts, [_alert_row(e) for e in events if e.op == "alert_raised"],
+        _apply(conn, alerts, ALERT_COLUMNS, [_alert_row(e) for e in events if e.op == "alert_raised"],
                lambda stmt, _: stmt.on_conflict_do_nothing(index_elements=["id"]))
         for e in events:
             if e.op == "alert_cleared" and e.meta.get("alert_id"):

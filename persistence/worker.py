@@ -20,10 +20,12 @@ import random
 import socket
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import redis
 from redis import exceptions as redis_errors
 
 from engine.config import Settings
@@ -50,9 +52,28 @@ def _id_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def _raw_streams(response: Any, **_options: Any) -> Any:
+    """XREADGROUP's reply as Redis sends it (RESP2 list or RESP3 map of stream -> entries), each
+    entry's fields left a flat [name, value, ...] list: redis-py's own parser builds a dict per
+    entry, which cost more than the rest of reading an event."""
+    if not response:
+        return []
+    return list(response.items()) if isinstance(response, dict) else response
+
+
+def _raw_reader(client: Any) -> Any:
+    """A client on the same connections whose XREADGROUP replies stay raw; a cluster client
+    keeps its own parsing (JournalEvent.parse takes both shapes)."""
+    if not isinstance(client, redis.Redis):
+        return client
+    raw = redis.Redis(connection_pool=client.connection_pool)
+    raw.set_response_callback("XREADGROUP", _raw_streams)
+    return raw
+
+
 @dataclass
 class Batch:
-    entries: list[tuple[str, str, dict[str, str] | None]] = field(default_factory=list)
+    entries: list[tuple[str, str, dict[str, str] | list[str] | None]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -87,6 +108,11 @@ class Persister:
         self.written_count = 0
         self.retry_count = 0  # transient failures so far (observability)
         self._batch = Batch()  # read, not yet acknowledged: retried until it is
+        # The batch being written and acknowledged by the writer thread, while the next is read
+        # and parsed here: the database's time overlaps the reading instead of adding to it.
+        self._inflight: tuple[Batch, Future[None]] | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._raw = _raw_reader(redis_client)
         self._own_pending_done: set[str] = set()
         self._next_claim_s = 0.0
         self._next_trim_s = 0.0
@@ -125,10 +151,17 @@ class Persister:
             self.teardown()
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
         self.store.close()
 
     def teardown(self) -> None:
         deadline = time.monotonic() + limits.shutdown_deadline_s
+        try:
+            self._finish_inflight()
+        except _TRANSIENT as exc:  # its batch is back in hand: retried below
+            log.warning("shutdown: batch not written yet (%s)", exc)
         while self._batch and time.monotonic() < deadline:
             try:
                 self._flush()
@@ -181,14 +214,22 @@ class Persister:
     # -- one iteration ----------------------------------------------------------------------------
 
     def poll_once(self, block_ms: int | None) -> int:
-        """Read (or keep) a batch, write it, acknowledge it. Returns the entries taken."""
+        """Read (or keep) a batch and hand it to the writer thread, which writes it and then
+        acknowledges it, once the batch before it is done. Returns the entries taken; when it
+        returns 0, nothing is in flight any more."""
         if not self._bootstrapped:
             self.bootstrap()
         if not self._batch:
             self._batch = self._read(block_ms)
         taken = len(self._batch)
+        self._finish_inflight()
         if self._batch:
-            self._flush()
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="persister-writer")
+            batch, self._batch = self._batch, Batch()
+            self._inflight = (batch, self._writer.submit(self._write_and_ack, batch))
+            if not taken:  # a batch kept from a failed write: see it through before reporting 0
+                self._finish_inflight()
         now_s = time.monotonic()
         if now_s >= self._next_trim_s:
             self._next_trim_s = now_s + limits.trim_interval_s
@@ -200,8 +241,8 @@ class Persister:
         for stream in self.streams:
             if stream in self._own_pending_done:
                 continue
-            reply = self.redis.xreadgroup(self.group, self.consumer, {stream: "0"},
-                                          count=self.batch_count_max)
+            reply = self._raw.xreadgroup(self.group, self.consumer, {stream: "0"},
+                                         count=self.batch_count_max)
             entries = reply[0][1] if reply else []
             if not entries:
                 self._own_pending_done.add(stream)
@@ -216,8 +257,8 @@ class Persister:
             self._next_claim_s = now_s + limits.claim_interval_s
         if self.settings.redis_cluster and len(self.streams) > 1:
             return self._read_each(block_ms)
-        reply = self.redis.xreadgroup(self.group, self.consumer, dict.fromkeys(self.streams, ">"),
-                                      count=self.batch_count_max, block=block_ms)
+        reply = self._raw.xreadgroup(self.group, self.consumer, dict.fromkeys(self.streams, ">"),
+                                     count=self.batch_count_max, block=block_ms)
         for stream, entries in reply or []:
             batch.entries += [(stream, entry_id, fields) for entry_id, fields in entries]
         return batch
@@ -254,26 +295,45 @@ class Persister:
                     and int(info["idle"]) > limits.consumer_idle_ms_max):
                 self.redis.xgroup_delconsumer(stream, self.group, info["name"])
 
+    def _finish_inflight(self) -> None:
+        """Wait for the batch in the writer's hands. If it failed, it is in hand again, ahead of
+        anything read since (so that batches reach the database in journal order), and its
+        error is raised here."""
+        if self._inflight is None:
+            return
+        batch, future = self._inflight
+        self._inflight = None
+        try:
+            future.result()
+        except BaseException:
+            batch.entries += self._batch.entries
+            self._batch = batch
+            raise
+
     def _flush(self) -> None:
+        """Write and acknowledge the batch in hand, in this thread."""
+        self._write_and_ack(self._batch)
+        self._batch = Batch()
+
+    def _write_and_ack(self, batch: Batch) -> None:
         events = []
-        for stream, entry_id, fields in self._batch.entries:
+        for stream, entry_id, fields in batch.entries:
             if not fields:  # deleted from the stream while pending: nothing left to write
                 log.warning("persister: entry %s of %s has no data; acknowledging", entry_id, stream)
                 continue
             events.append(JournalEvent.parse(entry_id, fields))
         written = self.store.write_batch(events) if events else 0
-        self._ack()
+        self._ack(batch)
         self.written_count += written
 
-    def _ack(self) -> None:
+    def _ack(self, batch: Batch) -> None:
         by_stream: dict[str, list[str]] = {}
-        for stream, entry_id, _ in self._batch.entries:
+        for stream, entry_id, _ in batch.entries:
             by_stream.setdefault(stream, []).append(entry_id)
         pipe = self.redis.pipeline(transaction=False)
         for stream, ids in by_stream.items():
             pipe.xack(stream, self.group, *ids)
         pipe.execute()
-        self._batch = Batch()
 
     # -- the streams ------------------------------------------------------------------------------
 

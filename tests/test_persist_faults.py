@@ -54,7 +54,7 @@ def test_crash_between_commit_and_ack_neither_loses_nor_doubles(stack: Stack) ->
     events = journal(stack.client, stack.settings)
     victim = stack.persister("victim", batch_count_max=50)
 
-    def ack_then_die() -> None:
+    def ack_then_die(batch: Any) -> None:
         raise Crash
 
     victim._ack = ack_then_die  # type: ignore[method-assign]
@@ -62,7 +62,9 @@ def test_crash_between_commit_and_ack_neither_loses_nor_doubles(stack: Stack) ->
         victim.drain(timeout_s=30)
     committed = _row_count(stack)
     assert 0 < committed < len(events)
-    assert victim.lag()["total"]["pending"] == committed  # written, never acknowledged
+    # written, never acknowledged; and at most one batch read ahead while it was written
+    pending = victim.lag()["total"]["pending"]
+    assert committed <= pending <= committed + 50
     survivor = stack.persister("survivor", claim_idle_ms=0)
     assert survivor.drain(timeout_s=60) == len(events) - committed
     assert_rows_equal_events(stack, events)
