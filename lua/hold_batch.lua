@@ -2,7 +2,9 @@
 
 Each operation runs exactly as its own script would (lib/holds.lua), one after the other, with
 its own result and its own journal event; a refused one writes nothing and does not stop the
-others. Every key shares the shard's hash tag, so one call is one Redis Cluster slot.
+others. Every key shares the shard's hash tag, so one call is one Redis Cluster slot. The
+accounts' balances and the event counter are written once, at the end (defer_writes in
+lib/common.lua), instead of once per operation.
 
 KEYS[1] stream       the shard's journal stream
 KEYS[2] seq          the shard's event counter
@@ -64,6 +66,7 @@ for i = 1, n do
   end
 end
 
+defer_writes()
 local replies = {}
 for i = 1, n do
   local a = 9 + m + 8 * (i - 1)
@@ -83,4 +86,5 @@ for i = 1, n do
       expire_max, prune_max, idx)
   end
 end
+flush_writes()
 return replies

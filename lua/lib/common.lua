@@ -80,20 +80,55 @@ local function balances(acct_key)
   return total, locked
 end
 
+-- A call that runs many operations (hold_batch) defers the balance writes and the event counter
+-- to its end: one HSET per account and one SET per counter instead of one each per operation.
+-- Nothing else reads them in between (balances() and the counters below serve the call), and
+-- a script is atomic, so no client sees the difference. Off: every apply writes through.
+local deferred_accounts = nil -- acct_key -> true while deferring
+local deferred_seqs = {} -- seq_key -> the last event counter value handed out
+
+local function defer_writes()
+  deferred_accounts = {}
+end
+
+local function flush_writes()
+  for acct_key in pairs(deferred_accounts) do
+    local b = known_balances[acct_key]
+    rcall('HSET', acct_key, 'total', istr(b[1]), 'locked', istr(b[2]))
+  end
+  for seq_key, seq in pairs(deferred_seqs) do
+    rcall('SET', seq_key, istr(seq))
+  end
+  deferred_accounts, deferred_seqs = nil, {}
+end
+
 -- Moves the account's balances by (d_total, d_locked) and appends the journal event in the same
 -- step. Returns event id (unique across shards), total and locked after.
 local function apply(acct_key, stream_key, seq_key, op, label, ref, amount, d_total, d_locked, meta, extra)
   local total, locked = balances(acct_key)
   total, locked = total + d_total, locked + d_locked
-  if d_total ~= 0 and d_locked ~= 0 then
-    rcall('HSET', acct_key, 'total', istr(total), 'locked', istr(locked))
-  elseif d_total ~= 0 then
-    rcall('HSET', acct_key, 'total', istr(total))
-  elseif d_locked ~= 0 then
-    rcall('HSET', acct_key, 'locked', istr(locked))
+  local seq
+  if deferred_accounts then
+    if d_total ~= 0 or d_locked ~= 0 then
+      deferred_accounts[acct_key] = true
+    end
+    seq = deferred_seqs[seq_key]
+    if seq == nil then
+      seq = tonumber(rcall('GET', seq_key) or '0')
+    end
+    seq = seq + 1
+    deferred_seqs[seq_key] = seq
+  else
+    if d_total ~= 0 and d_locked ~= 0 then
+      rcall('HSET', acct_key, 'total', istr(total), 'locked', istr(locked))
+    elseif d_total ~= 0 then
+      rcall('HSET', acct_key, 'total', istr(total))
+    elseif d_locked ~= 0 then
+      rcall('HSET', acct_key, 'locked', istr(locked))
+    end
+    seq = rcall('INCR', seq_key)
   end
   known_balances[acct_key] = { total, locked }
-  local seq = rcall('INCR', seq_key)
   local id = (seq - 1) * tonumber(ARGV[3]) + tonumber(ARGV[2])
   local fields = { 'id', istr(id), 'op', op, 'acct', label, 'ref', ref, 'amt', istr(amount),
                    'dt', istr(d_total), 'dl', istr(d_locked), 'total', istr(total),
