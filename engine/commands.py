@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: the hot path builds one per operation, and a frozen dataclass's __init__ costs
+# several times more. Treat it as a value all the same.
+@dataclass(slots=True)
 class Script:
     """EVALSHA of one script in lua/ (re-loaded on NOSCRIPT)."""
 

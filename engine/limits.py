@@ -32,6 +32,8 @@ status_cache_ttl_s = 30.0
 
 # reference -> account label, remembered in-process so release / commit skip the index lookup.
 hold_label_cache_max = 100_000
+# Operation types already checked (reserve skips the pattern for these).
+operation_type_cache_max = 1024
 
 # Sweeper rounds per account per pass (each round ends at most sweep_per_account_max holds).
 sweep_rounds_max = 64

@@ -107,7 +107,9 @@ class Ops:
         self.keys = KeySpace(settings.key_prefix, settings.shard_count)
         self.retention_ms = settings.retention_s * 1000
         self._accounts: dict[str, Account] = {}
-        self._hold_labels: dict[str, str] = {}
+        self._hold_labels: dict[str, str] = {}  # only references that passed check_reference
+        self._keys_with_index: dict[str, list[str]] = {}
+        self._operation_types: set[str] = set()  # those that passed check_operation_type
 
     # -- accounts -----------------------------------------------------------------------------
 
@@ -125,6 +127,7 @@ class Ops:
     def clear_caches(self) -> None:
         self._accounts.clear()
         self._hold_labels.clear()
+        self._keys_with_index.clear()
 
     def _common(self, shard: int) -> list[str | int]:
         return [self.clock_ms(), shard + 1, self.keys.shard_count]
@@ -199,10 +202,14 @@ class Ops:
     # -- holds --------------------------------------------------------------------------------
 
     def _script_keys(self, k: AccountKeys, reference_id: str) -> tuple[list[str], str | None]:
-        """KEYS for a per-account script: the index joins them when it shares the slot."""
+        """KEYS for a per-account script: the index joins them when it shares the slot. The
+        lists are made once per account and shared: nothing may change them."""
         shard, index_key = self.keys.index(reference_id)
         if shard == k.shard:
-            return [*k.script_keys(), index_key], None
+            keys = self._keys_with_index.get(k.label)
+            if keys is None:
+                keys = self._keys_with_index[k.label] = [*k.script_keys(), index_key]
+            return keys, None
         return k.script_keys(), index_key
 
     def _claim_index(self, index_key: str, reference_id: str, label: str) -> Op[None]:
@@ -247,7 +254,11 @@ class Ops:
         metadata: dict[str, Any] | None = None,
     ) -> Op[HoldResult]:
         check_reference(reference_id)
-        check_operation_type(operation_type)
+        # a handful of names in practice: each is checked once, then found in the set
+        if type(operation_type) is not str or operation_type not in self._operation_types:
+            check_operation_type(operation_type)
+            if len(self._operation_types) < limits.operation_type_cache_max:
+                self._operation_types.add(operation_type)
         ttl_ms = _ttl_ms(ttl_s)
         _check_minor(amount_minor)
         meta = encode_metadata(metadata)
@@ -259,8 +270,9 @@ class Ops:
         if outside_index is not None:
             yield from self._claim_index(outside_index, reference_id, spec.label)
         args: list[str | int] = [
-            *self._common(k.shard), spec.label, reference_id, amount_minor, ttl_ms, operation_type,
-            meta, self.retention_ms, limits.expire_per_call_max, limits.prune_per_call_max,
+            self.clock_ms(), k.shard + 1, self.keys.shard_count, spec.label, reference_id,
+            amount_minor, ttl_ms, operation_type, meta, self.retention_ms,
+            limits.expire_per_call_max, limits.prune_per_call_max,
         ]
         reply = yield Script("reserve", keys, args)
         if reply[0] == ResultCode.account_not_found:  # Redis lost the account: open, retry once
@@ -348,9 +360,10 @@ class Ops:
     def _end_hold(
         self, script: str, reference_id: str, extra_args: list[str | int]
     ) -> Op[HoldResult]:
-        check_reference(reference_id)
-        label = self._hold_labels.get(reference_id)
+        # a reference in the label cache passed check_reference when it was reserved
+        label = self._hold_labels.get(reference_id) if type(reference_id) is str else None
         if label is None:
+            check_reference(reference_id)
             label = yield from self.hold_label(reference_id)
         account = self._accounts.get(label)
         if account is None:
@@ -359,8 +372,9 @@ class Ops:
         keys, _ = self._script_keys(k, reference_id)
         reply = yield Script(
             script, keys,
-            [*self._common(k.shard), label, reference_id, *extra_args, self.retention_ms,
-             limits.expire_per_call_max, limits.prune_per_call_max],
+            [self.clock_ms(), k.shard + 1, self.keys.shard_count, label, reference_id,
+             *extra_args, self.retention_ms, limits.expire_per_call_max,
+             limits.prune_per_call_max],
         )
         code = RESULT_CODES[reply[0]]
         if code is ResultCode.hold_not_found and reference_id in self._hold_labels:
