@@ -16,7 +16,7 @@ Returns {code, event_id}
 -- @include common
 
 local seq = rcall('INCR', KEYS[2])
-local id = (seq - 1) * tonumber(ARGV[3]) + tonumber(ARGV[2])
+local id = (seq - 1) * ID_STEP + ID_BASE
 rcall('XADD', KEYS[1], '*', 'id', istr(id), 'op', 'audit', 'acct', '', 'ref', ARGV[4], 'amt', '0',
   'dt', '0', 'dl', '0', 'total', '0', 'locked', '0', 'ts', ARGV[1], 'meta', ARGV[5])
 return { 0, id }

@@ -48,12 +48,13 @@ returns for it (hold_reply {code, total, locked, event_id, hold fields...}):
 local stream, seq, index = KEYS[1], KEYS[2], KEYS[3]
 local retention_ms, expire_max, prune_max = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local m = tonumber(ARGV[7])
-local accounts = {}
+local accounts = {} -- by position as the operations give it, text ('1', '2', ...): no tonumber
 for j = 1, m do
   local k = 5 * j - 1
-  accounts[j] = { keys = { acct = KEYS[k], holds = KEYS[k + 1], expiry = KEYS[k + 2],
-                           ended = KEYS[k + 3], ops = KEYS[k + 4], stream = stream, seq = seq },
-                  label = ARGV[7 + j] }
+  accounts[string.format('%d', j)] = {
+    keys = { acct = KEYS[k], holds = KEYS[k + 1], expiry = KEYS[k + 2], ended = KEYS[k + 3],
+             ops = KEYS[k + 4], stream = stream, seq = seq },
+    label = ARGV[7 + j] }
 end
 
 local n = tonumber(ARGV[8 + m])
@@ -61,7 +62,7 @@ local n = tonumber(ARGV[8 + m])
 local KINDS = { r = true, c = true, x = true }
 for i = 1, n do
   local a = 9 + m + 8 * (i - 1)
-  if not KINDS[ARGV[a]] or accounts[tonumber(ARGV[a + 1])] == nil then
+  if not KINDS[ARGV[a]] or accounts[ARGV[a + 1]] == nil then
     return redis.error_reply('hold_batch: malformed operation ' .. i)
   end
 end
@@ -70,7 +71,7 @@ defer_writes()
 local replies = {}
 for i = 1, n do
   local a = 9 + m + 8 * (i - 1)
-  local kind, account, ref = ARGV[a], accounts[tonumber(ARGV[a + 1])], ARGV[a + 3]
+  local kind, account, ref = ARGV[a], accounts[ARGV[a + 1]], ARGV[a + 3]
   local idx = nil
   if ARGV[a + 2] == '1' then
     idx = index

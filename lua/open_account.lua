@@ -26,7 +26,7 @@ if existing[1] then
 end
 
 local n = rcall('INCR', KEYS[3])
-local account_id = (n - 1) * tonumber(ARGV[3]) + tonumber(ARGV[2])
+local account_id = (n - 1) * ID_STEP + ID_BASE
 local number = ARGV[8] .. string.format('%04d', account_id)
 -- total and locked first: a small hash is a listpack searched from its start, and these two are
 -- the fields every operation writes

@@ -393,3 +393,29 @@ async def test_waiting_callers_are_split_over_the_free_batch_slots(backend: dict
     assert all(r.applied for r in results)
     assert (driver.batches_count - before[0], driver.batched_ops_count - before[1]) == (2, 64)
     assert minor_balance(service, "UGX", "fiat") == (TOTAL, 65)
+
+
+async def test_holds_ended_in_a_batch_are_pruned_after_the_retention(
+        backend: dict[str, Any], async_redis: Any) -> None:
+    """A batch writes the balances, the event counter and the ended set once, at its end: the
+    next calls see them as if each operation had written its own (ids follow on, the balance
+    is right, and the ended holds are pruned once the retention has passed)."""
+    settings = replace(backend["settings"], retention_s=60)
+    clock = Clock()
+    service = ReserveService(backend["sync"], settings, clock_ms=clock)
+    service.top_up_reserve("UGX", str(TOTAL), "fiat", "seed")
+    engine = engine_for(backend, async_redis, clock=clock, settings=settings)
+    refs = [f"p{i}" for i in range(20)]
+    await asyncio.gather(*(engine.reserve_amount("UGX", 10, "fiat", r, "swap") for r in refs))
+    await asyncio.gather(*(engine.commit_reserve(r) for r in refs))
+    assert isinstance(engine.driver, BatchingDriver)
+    assert engine.driver.batches_count < engine.driver.batched_ops_count
+    last = await engine.reserve_amount("UGX", 10, "fiat", "after", "swap")
+    assert last.event_id == 2 + 2 * len(refs) + 1  # open, top-up, 40 batched, then this one
+    assert minor_balance(service, "UGX", "fiat") == (TOTAL - 200, 10)
+    assert_journal_matches(service)
+    keys = service.ops.keys.account(service.ops.reserve_spec("UGX", "fiat").label)
+    assert backend["sync"].zcard(keys.ended) == len(refs) + 1  # and the seed top-up's record
+    clock.advance_s(61)
+    assert service.sweep().pruned_count == len(refs) + 1
+    assert backend["sync"].hlen(keys.holds) == 1  # "after" is still pending

@@ -14,6 +14,8 @@ local rcall = redis.call
 
 local AMOUNT_MAX = 9007199254740991 -- 2^53 - 1: above it Lua doubles stop being exact
 local NOW_MS = tonumber(ARGV[1])
+-- tonumber costs about what a redis.call does: each of these once per call, not per event
+local ID_BASE, ID_STEP = tonumber(ARGV[2]), tonumber(ARGV[3])
 
 local format = string.format
 local NOW_TEXT = format('%d', NOW_MS)
@@ -86,6 +88,7 @@ end
 -- a script is atomic, so no client sees the difference. Off: every apply writes through.
 local deferred_accounts = nil -- acct_key -> true while deferring
 local deferred_seqs = {} -- seq_key -> the last event counter value handed out
+local deferred_ended = {} -- ended set key -> { NOW_TEXT, member, NOW_TEXT, member, ... }
 
 local function defer_writes()
   deferred_accounts = {}
@@ -99,7 +102,10 @@ local function flush_writes()
   for seq_key, seq in pairs(deferred_seqs) do
     rcall('SET', seq_key, istr(seq))
   end
-  deferred_accounts, deferred_seqs = nil, {}
+  for ended_key, args in pairs(deferred_ended) do
+    rcall('ZADD', ended_key, unpack(args))
+  end
+  deferred_accounts, deferred_seqs, deferred_ended = nil, {}, {}
 end
 
 -- Moves the account's balances by (d_total, d_locked) and appends the journal event in the same
@@ -128,8 +134,13 @@ local function apply(acct_key, stream_key, seq_key, op, label, ref, amount, d_to
     end
     seq = rcall('INCR', seq_key)
   end
-  known_balances[acct_key] = { total, locked }
-  local id = (seq - 1) * tonumber(ARGV[3]) + tonumber(ARGV[2])
+  local known = known_balances[acct_key]
+  if known then
+    known[1], known[2] = total, locked
+  else
+    known_balances[acct_key] = { total, locked }
+  end
+  local id = (seq - 1) * ID_STEP + ID_BASE
   local fields = { 'id', istr(id), 'op', op, 'acct', label, 'ref', ref, 'amt', istr(amount),
                    'dt', istr(d_total), 'dl', istr(d_locked), 'total', istr(total),
                    'locked', istr(locked), 'ts', ARGV[1], 'meta', meta }
@@ -149,7 +160,17 @@ local function store_ended_hold(keys, ref, h)
   if h.expires > 0 then -- only a hold with a TTL is in the expiry set
     rcall('ZREM', keys.expiry, ref)
   end
-  rcall('ZADD', keys.ended, NOW_TEXT, 'h:' .. ref)
+  if deferred_accounts then -- with the balances: pruning reads this set only in another call
+    local args = deferred_ended[keys.ended]
+    if args == nil then
+      args = {}
+      deferred_ended[keys.ended] = args
+    end
+    args[#args + 1] = NOW_TEXT
+    args[#args + 1] = 'h:' .. ref
+  else
+    rcall('ZADD', keys.ended, NOW_TEXT, 'h:' .. ref)
+  end
 end
 
 -- Ends a pending hold (released or expired): frees its amount and records the end.
