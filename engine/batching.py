@@ -22,6 +22,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 import redis.asyncio
+from redis import exceptions as redis_errors
 
 from engine import limits
 from engine.commands import Command, Script
@@ -90,8 +91,10 @@ def batch_script(commands: list[Script]) -> Script:
     now_ms = 0
     for command in commands:
         op_keys, op_args = command.keys, command.args
-        assert op_keys[5] == stream, "one batch is one shard"
-        now_ms = max(now_ms, int(op_args[0]))
+        if op_keys[5] != stream:
+            raise AssertionError("one batch is one shard")
+        if op_args[0] > now_ms:
+            now_ms = op_args[0]
         position = positions.get(op_keys[0])
         if position is None:
             account_keys += op_keys[:_ACCOUNT_KEYS_COUNT]
@@ -99,16 +102,19 @@ def batch_script(commands: list[Script]) -> Script:
             position = positions[op_keys[0]] = len(labels)
         use_index = 0
         if len(op_keys) > 7:
-            assert index is None or index == op_keys[7]
-            index, use_index = op_keys[7], 1
-        kind = BATCHED_KINDS[command.name]
-        ref = op_args[4]
-        if kind == "r":  # label, ref, amount, ttl_ms, operation_type, meta
-            body += ["r", position, use_index, ref, op_args[5], op_args[6], op_args[7], op_args[8]]
-        elif kind == "c":  # label, ref, amount ("" = all), meta
-            body += ["c", position, use_index, ref, op_args[5], "", "", op_args[6]]
-        else:  # label, ref, meta
-            body += ["x", position, use_index, ref, "", "", "", op_args[5]]
+            if index is None:
+                index = op_keys[7]
+            elif index != op_keys[7]:
+                raise AssertionError("one index key per shard")
+            use_index = 1
+        name = command.name
+        if name == "reserve":  # label, ref, amount, ttl_ms, operation_type, meta
+            body += ("r", position, use_index, op_args[4], op_args[5], op_args[6], op_args[7],
+                     op_args[8])
+        elif name == "commit":  # label, ref, amount ("" = all), meta
+            body += ("c", position, use_index, op_args[4], op_args[5], "", "", op_args[6])
+        else:  # release: label, ref, meta
+            body += ("x", position, use_index, op_args[4], "", "", "", op_args[5])
     # KEYS[3] is read only by operations with use_index 1; without one any key of the slot does
     keys = [stream, seq, index or seq, *account_keys]
     retention_ms, expire_max, prune_max = first.args[-3:]
@@ -140,6 +146,11 @@ class BatchingDriver(AsyncDriver):
         self.batches_inflight_max = batches_inflight_max
         self.queue_ops_max = queue_ops_max
         self._queues: dict[tuple[Any, ...], _ShardQueue] = {}
+        # Connections this driver keeps for its batch calls (a plain client without WAIT; else
+        # the batch goes the way of any other script). At most one per batch in flight.
+        pool = getattr(client, "connection_pool", None)
+        self._pool = pool if pool is not None and not self.wait_replicas else None
+        self._idle_connections: list[Any] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.batches_count = 0  # batches sent, for the benchmarks and tests
         self.batched_ops_count = 0
@@ -189,13 +200,46 @@ class BatchingDriver(AsyncDriver):
             queue.scheduled = True
             asyncio.get_running_loop().call_soon(self._flush, queue)
 
+    async def _evalsha(self, script: Script) -> Any:
+        """EVALSHA on a connection the driver keeps between batches. redis-py's per-command
+        layers (pool checkout under a lock with a liveness probe, the retry wrapper, metrics)
+        cost about 60 us of CPU per call on the machine of benchmarks/RESULTS.md: a few us per
+        batched operation. A repeat after a lost connection is safe (every operation is
+        idempotent by its reference), but it is the caller's call: errors go back as they are."""
+        if self._pool is None:
+            return await super().execute(script)
+        idle = self._idle_connections
+        conn = idle.pop() if idle else await self._pool.get_connection()
+        registered = self.scripts[script.name]
+        keys, args = script.keys, script.args
+        try:
+            try:
+                await conn.send_command("EVALSHA", registered.sha, len(keys), *keys, *args)
+                reply = await conn.read_response()
+            except redis_errors.NoScriptError:  # Redis restarted or flushed its scripts
+                await conn.send_command("SCRIPT", "LOAD", registered.script)
+                await conn.read_response()
+                await conn.send_command("EVALSHA", registered.sha, len(keys), *keys, *args)
+                reply = await conn.read_response()
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError,
+                asyncio.CancelledError):
+            # the connection's state is unknown (a reply may be on its way): not reused
+            await conn.disconnect(nowait=True)
+            await self._pool.release(conn)
+            raise
+        except BaseException:
+            idle.append(conn)
+            raise
+        idle.append(conn)
+        return reply
+
     async def _send(self, queue: _ShardQueue, commands: list[Script],
                     futures: list[asyncio.Future[Any]]) -> None:
         try:
             if len(commands) == 1:  # nothing to share: the plain script is cheaper
-                replies = [await super().execute(commands[0])]
+                replies = [await self._evalsha(commands[0])]
             else:
-                replies = await super().execute(batch_script(commands))
+                replies = await self._evalsha(batch_script(commands))
             assert len(replies) == len(commands)
         except asyncio.CancelledError:
             for future in futures:

@@ -91,6 +91,8 @@ class ReserveEngine:
     async def commit_reserve(
         self, reference_id: str, amount: Any = None, metadata: dict[str, Any] | None = None
     ) -> HoldResult:
+        if amount is None:  # the whole hold: no amount to convert, one generator less
+            return await self.run(self.ops.commit(reference_id, None, metadata))
         return await self.run(self.ops.commit_reserve(reference_id, amount, metadata))
 
     async def get_hold(self, reference_id: str) -> Hold:

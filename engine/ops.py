@@ -259,9 +259,9 @@ class Ops:
             check_operation_type(operation_type)
             if len(self._operation_types) < limits.operation_type_cache_max:
                 self._operation_types.add(operation_type)
-        ttl_ms = _ttl_ms(ttl_s)
+        ttl_ms = 0 if ttl_s is None else _ttl_ms(ttl_s)
         _check_minor(amount_minor)
-        meta = encode_metadata(metadata)
+        meta = encode_metadata(metadata) if metadata else ""
         account = self._accounts.get(spec.label)
         if account is None:
             account = yield from self.open_account(spec)
