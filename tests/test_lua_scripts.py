@@ -54,6 +54,19 @@ def test_balances_are_integer_strings(env: dict[str, Any]) -> None:
     assert env["client"].hget(env["k"].holds, "r1") == f"pending|250|0|{START_MS}|0|0|swap"
 
 
+def test_an_amount_with_leading_zeros_is_written_in_canonical_digits(env: dict[str, Any]) -> None:
+    """The scripts write an amount's text as given when it is canonical: '0070' is not."""
+    assert reserve(env, "0070")[:3] == [ResultCode.ok, 1000, 70]
+    assert env["client"].hget(env["k"].holds, "r1") == f"pending|70|0|{START_MS}|0|0|swap"
+    commit = env["driver"].execute(Script("commit", env["keys"], [
+        START_MS, 1, 1, LABEL, "r1", "", "", 86_400_000, 16, 16]))
+    assert commit[:3] == [ResultCode.ok, 930, 0]
+    events = [fields for _, fields in env["client"].xrange(env["k"].stream)][-2:]
+    assert [(e["amt"], e["dt"], e["dl"]) for e in events] == [("70", "0", "70"),
+                                                              ("70", "-70", "-70")]
+    assert events[1]["held"] == "70"
+
+
 def test_the_largest_amount_is_exact(env: dict[str, Any]) -> None:
     top = env["driver"].execute(Script("top_up", env["keys"], [
         START_MS, 1, 1, LABEL, "big", str(2**53 - 1001), "", 86_400_000, 16]))

@@ -31,7 +31,9 @@ local function istr(n)
   return format('%d', n)
 end
 
--- A positive integer of minor units, at most 2^53 - 1, given as digits only; else nil.
+-- A positive integer of minor units, at most 2^53 - 1, given as digits only; else nil. Also
+-- its text, to write where the amount is written (an operation writes it three or four times):
+-- the caller's own digits when they are the canonical ones (no leading zero).
 local function parse_amount(raw)
   if type(raw) ~= 'string' or not string.match(raw, '^%d+$') or #raw > 16 then
     return nil
@@ -40,17 +42,33 @@ local function parse_amount(raw)
   if n == nil or n <= 0 or n > AMOUNT_MAX then
     return nil
   end
-  return n
+  if string.byte(raw, 1) == 48 then -- '0...'
+    return n, istr(n)
+  end
+  return n, raw
 end
 
+-- A hold record's fields; amount_text keeps the record's own digits of the amount.
 local function hold_decode(raw)
   local s, a, c, cr, ex, en, op = string.match(raw, '^(%a+)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|(.*)$')
-  return { state = s, amount = tonumber(a), committed = tonumber(c), created = tonumber(cr),
-           expires = tonumber(ex), ended = tonumber(en), op = op }
+  return { state = s, amount = tonumber(a), amount_text = a, committed = tonumber(c),
+           created = tonumber(cr), expires = tonumber(ex), ended = tonumber(en), op = op }
+end
+
+-- The digits of a change d of an account's balance, reusing those of the amount moved.
+local function delta_text(d, amount, amount_text)
+  if d == 0 then
+    return '0'
+  elseif d == amount then
+    return amount_text
+  elseif d == -amount then
+    return '-' .. amount_text
+  end
+  return istr(d)
 end
 
 local function hold_encode(h)
-  return h.state .. '|' .. istr(h.amount) .. '|' .. istr(h.committed) .. '|' .. istr(h.created)
+  return h.state .. '|' .. (h.amount_text or istr(h.amount)) .. '|' .. istr(h.committed) .. '|' .. istr(h.created)
     .. '|' .. istr(h.expires) .. '|' .. istr(h.ended) .. '|' .. h.op
 end
 
@@ -109,8 +127,10 @@ local function flush_writes()
 end
 
 -- Moves the account's balances by (d_total, d_locked) and appends the journal event in the same
--- step. Returns event id (unique across shards), total and locked after.
-local function apply(acct_key, stream_key, seq_key, op, label, ref, amount, d_total, d_locked, meta, extra)
+-- step. Returns event id (unique across shards), total and locked after. amount_text: the
+-- digits of amount when the caller has them (else made here); a change of +-amount reuses them.
+local function apply(acct_key, stream_key, seq_key, op, label, ref, amount, d_total, d_locked, meta,
+                     extra, amount_text)
   local total, locked = balances(acct_key)
   total, locked = total + d_total, locked + d_locked
   local seq
@@ -141,8 +161,10 @@ local function apply(acct_key, stream_key, seq_key, op, label, ref, amount, d_to
     known_balances[acct_key] = { total, locked }
   end
   local id = (seq - 1) * ID_STEP + ID_BASE
-  local fields = { 'id', istr(id), 'op', op, 'acct', label, 'ref', ref, 'amt', istr(amount),
-                   'dt', istr(d_total), 'dl', istr(d_locked), 'total', istr(total),
+  amount_text = amount_text or istr(amount)
+  local fields = { 'id', istr(id), 'op', op, 'acct', label, 'ref', ref, 'amt', amount_text,
+                   'dt', delta_text(d_total, amount, amount_text),
+                   'dl', delta_text(d_locked, amount, amount_text), 'total', istr(total),
                    'locked', istr(locked), 'ts', ARGV[1], 'meta', meta }
   if extra then
     for i = 1, #extra do
@@ -182,7 +204,8 @@ local function end_hold(keys, label, ref, h, state, meta)
   h.state = state
   h.ended = NOW_MS
   store_ended_hold(keys, ref, h)
-  return apply(keys.acct, keys.stream, keys.seq, op, label, ref, h.amount, 0, -h.amount, meta, nil)
+  return apply(keys.acct, keys.stream, keys.seq, op, label, ref, h.amount, 0, -h.amount, meta, nil,
+    h.amount_text)
 end
 
 -- Lazy expiry: ends up to max_count holds of this account whose TTL has passed.

@@ -57,7 +57,7 @@ end
 local function hold_reserve(keys, label, ref, amount_raw, ttl_ms, optype, meta, retention_ms,
                             expire_max, prune_max, index)
   -- validate
-  local amount = parse_amount(amount_raw)
+  local amount, amount_text = parse_amount(amount_raw)
   if amount == nil then
     return hold_reply(10)
   end
@@ -101,15 +101,15 @@ local function hold_reserve(keys, label, ref, amount_raw, ttl_ms, optype, meta, 
     expires = NOW_MS + ttl_ms
     rcall('ZADD', keys.expiry, istr(expires), ref)
   end
-  local h = { state = 'pending', amount = amount, committed = 0, created = NOW_MS, expires = expires,
-              ended = 0, op = optype }
+  local h = { state = 'pending', amount = amount, amount_text = amount_text, committed = 0,
+              created = NOW_MS, expires = expires, ended = 0, op = optype }
   rcall('HSET', keys.holds, ref, hold_encode(h))
   if index then
     rcall('HSET', index, ref, label)
   end
   local id
   id, total, locked = apply(keys.acct, keys.stream, keys.seq, 'reserve_lock', label, ref, amount, 0,
-    amount, meta, { 'exp', istr(expires), 'optype', optype })
+    amount, meta, { 'exp', istr(expires), 'optype', optype }, amount_text)
   return hold_reply(0, total, locked, id, h)
 end
 
@@ -117,9 +117,9 @@ end
 local function hold_commit(keys, label, ref, amount_raw, meta, retention_ms, expire_max, prune_max,
                            index)
   -- validate
-  local amount = nil
+  local amount, amount_text = nil, nil
   if amount_raw ~= '' then
-    amount = parse_amount(amount_raw)
+    amount, amount_text = parse_amount(amount_raw)
     if amount == nil then
       return hold_reply(10)
     end
@@ -160,7 +160,7 @@ local function hold_commit(keys, label, ref, amount_raw, meta, retention_ms, exp
   h.ended = NOW_MS
   store_ended_hold(keys, ref, h)
   local id, total, locked = apply(keys.acct, keys.stream, keys.seq, 'reserve_commit', label, ref,
-    committed, -committed, -h.amount, meta, { 'held', istr(h.amount) })
+    committed, -committed, -h.amount, meta, { 'held', h.amount_text }, amount_text or h.amount_text)
   expire_pass(keys, label, expire_max)
   prune_pass(keys, retention_ms, prune_max, index)
   return hold_reply(0, total, locked, id, h)
