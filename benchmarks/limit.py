@@ -81,33 +81,38 @@ def run(settings: Settings, plan: Any, tick: Callable[[str], None]) -> list[Cell
             for name in ("EVALSHA", "PING"):
                 tick(f"limit: {name} {clients} clients" + (f" -P {pipeline}" if pipeline > 1 else ""))
                 prefix = f"{settings.key_prefix}l{len(results)}"
-                cell_settings = replace(settings, key_prefix=prefix)
-                label = f"{name} reserve.lua" if name == "EVALSHA" else "PING"
-                label += f", -P {pipeline}" if pipeline > 1 else ", no pipelining"
-                cell = Cell("limit", label, clients)
-                if name == "EVALSHA":
-                    calibrate, account = reserve_command(cell_settings, "cal")
-                    command, _ = reserve_command(cell_settings, "ref")
-                else:
-                    calibrate = command = ["PING"]
-                    account = ""
-                calibration = _run(settings.redis_url, clients, pipeline,
-                                   CALIBRATION_REQUESTS, calibrate)
-                requests = max(REQUESTS_MIN, min(plan.limit_requests_max,
-                                                 int(calibration["rps"] * plan.limit_s)))
-                started = time.monotonic()
-                figures = _run(settings.redis_url, clients, pipeline, requests, command)
-                cell.extra["wall_s"] = round(time.monotonic() - started, 3)
-                cell.extra["load_1m"] = round(os.getloadavg()[0], 2)
-                cell.ops = requests
-                cell.duration_s = requests / figures["rps"]
-                cell.p50_ms, cell.p99_ms = figures["p50_ms"], figures["p99_ms"]
-                cell.errors = figures["errors"]
-                if name == "EVALSHA":
-                    cell.violations += _check(cell_settings, account,
-                                              CALIBRATION_REQUESTS + requests)
-                results.append(cell)
+                results.append(measure(replace(settings, key_prefix=prefix), name, clients,
+                                       pipeline, plan.limit_s, plan.limit_requests_max))
     return results
+
+
+def measure(settings: Settings, name: str, clients: int, pipeline: int, seconds: float,
+            requests_max: int, scenario: str = "limit") -> Cell:
+    """One redis-benchmark run of EVALSHA reserve.lua (checked afterwards) or PING, for about
+    `seconds` (its request count from a short calibration run), under settings.key_prefix."""
+    assert settings.redis_url is not None
+    label = f"{name} reserve.lua" if name == "EVALSHA" else "PING"
+    label += f", -P {pipeline}" if pipeline > 1 else ", no pipelining"
+    cell = Cell(scenario, label, clients)
+    if name == "EVALSHA":
+        calibrate, account = reserve_command(settings, "cal")
+        command, _ = reserve_command(settings, "ref")
+    else:
+        calibrate = command = ["PING"]
+        account = ""
+    calibration = _run(settings.redis_url, clients, pipeline, CALIBRATION_REQUESTS, calibrate)
+    requests = max(REQUESTS_MIN, min(requests_max, int(calibration["rps"] * seconds)))
+    started = time.monotonic()
+    figures = _run(settings.redis_url, clients, pipeline, requests, command)
+    cell.extra["wall_s"] = round(time.monotonic() - started, 3)
+    cell.extra["load_1m"] = round(os.getloadavg()[0], 2)
+    cell.ops = requests
+    cell.duration_s = requests / figures["rps"]
+    cell.p50_ms, cell.p99_ms = figures["p50_ms"], figures["p99_ms"]
+    cell.errors = figures["errors"]
+    if name == "EVALSHA":
+        cell.violations += _check(settings, account, CALIBRATION_REQUESTS + requests)
+    return cell
 
 
 def _check(settings: Settings, label: str, requests: int) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-SCENARIOS = ("engine", "baseline", "limit", "http", "persister", "cluster")
+SCENARIOS = ("engine", "baseline", "limit", "http", "persister", "cluster", "paired")
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,9 @@ class Plan:
     cluster_accounts: int = 1000
     cluster_s: float = 4.0
     profile_s: float = 4.0  # py-spy on the engine at 64 clients, hot account (0: off)
+    # The targets' engine cell and ceiling back to back, this many rounds (benchmarks/paired.py).
+    paired_rounds: int = 5
+    paired_cell_s: float = 3.0
     # Balance of each account: enough that no cycle is ever refused (1 minor unit per hold).
     balance_minor: int = 10**12
 
@@ -44,7 +47,8 @@ QUICK = Plan(
     "quick", clients_counts=(1, 64), cycles=("commit",), warmup_s=0.3, cell_s=1.5,
     unbatched_clients_counts=(64,), limit_s=1.0, http_workers_counts=(1,),
     http_clients_counts=(64,), http_s=2.0, persister_s=4.0, drain_timeout_s=120.0,
-    cluster_masters_counts=(1, 3), cluster_s=1.5, profile_s=0.0,
+    cluster_masters_counts=(1, 3), cluster_s=1.5, profile_s=0.0, paired_rounds=3,
+    paired_cell_s=1.5,
 )
 # For the tests: seconds, no external load generators.
 TINY = Plan(

@@ -216,6 +216,13 @@ def _scenario(ctx: Context, name: str) -> list[Cell]:
             return []
         return persister_bench.run(s, ctx.database_url, ctx.run_id, p, ctx.tick,
                                    run_async=ctx.run_async)
+    if name == "paired":
+        if not limit.available():
+            ctx.skipped[name] = "redis-benchmark is not installed"
+            return []
+        from benchmarks import paired
+
+        return paired.run(s, p, ctx.tick, ctx.run_async)
     if name == "cluster":
         if not cluster_bench.available():
             ctx.skipped[name] = "redis-server / redis-cli are not installed"
@@ -235,6 +242,7 @@ def steps_count(p: plans.Plan) -> int:
               if "http" in p.scenarios else 0)
     count += 1 if "persister" in p.scenarios else 0
     count += len(p.cluster_masters_counts) if "cluster" in p.scenarios else 0
+    count += 2 * p.paired_rounds if "paired" in p.scenarios else 0
     return count
 
 
