@@ -117,3 +117,25 @@ def test_bench_command_and_plan_selection() -> None:
     with pytest.raises(ValueError, match="unknown scenario"):
         plan.select(plan.FULL, ("engine", "nope"))
     assert runner.steps_count(plan.TINY) == 8 + 8 + 1
+
+
+def test_targets_take_the_median_of_the_back_to_back_rounds() -> None:
+    """The ceiling ratio and the p99 come from the paired rounds when there are some: the
+    median round, not the best or the last one; the scenario tables' cells are ignored."""
+    from benchmarks.report import targets
+
+    def cell(label: str, ops: int, p99_ms: float = 0.0) -> Cell:
+        c = Cell("paired", label, 64, ops=ops, duration_s=1.0, reserve_p99_ms=p99_ms)
+        return c
+
+    cells = [Cell("engine", "commit cycle", 64, ops=1_000, duration_s=1.0, reserve_p99_ms=9.0),
+             Cell("limit", "EVALSHA reserve.lua, -P 16", 64, ops=100_000, duration_s=1.0)]
+    for i, (engine_ops, ceiling_ops, p99) in enumerate(
+            [(30_000, 20_000, 3.0), (20_000, 40_000, 1.5), (36_000, 30_000, 2.5)], start=1):
+        cells += [cell(f"round {i}: engine, commit cycle", engine_ops, p99),
+                  cell(f"round {i}: ceiling, EVALSHA reserve.lua, -P 16", ceiling_ops)]
+    by_name = {t["target"].split(" (")[0]: t for t in targets(cells)}
+    ceiling = by_name["engine / redis-benchmark pipelined EVALSHA reserve.lua"]
+    assert (ceiling["measured"], ceiling["met"]) == (1.2, True)  # ratios 1.5, 0.5, 1.2
+    p99 = by_name["p99 of one reserve"]
+    assert (p99["measured"], p99["met"]) == (2.5, False)
