@@ -34,6 +34,6 @@ rcall('HSET', acct_key, 'total', '0', 'locked', '0', 'label', ARGV[4], 'currency
   'account_type', ARGV[6], 'kind', ARGV[7], 'account_id', istr(account_id),
   'account_number', number, 'created_ms', ARGV[1])
 rcall('SADD', KEYS[2], ARGV[4])
-apply(acct_key, KEYS[4], KEYS[5], 'account_open', ARGV[4], '', 0, 0, 0, '',
-  { 'cur', ARGV[5], 'type', ARGV[6], 'kind', ARGV[7], 'aid', istr(account_id), 'num', number })
+apply(acct_key, KEYS[4], KEYS[5], 'account_open', ARGV[4], '', 0, 0, 0, '', nil,
+  'cur', ARGV[5], 'type', ARGV[6], 'kind', ARGV[7], 'aid', istr(account_id), 'num', number)
 return { 0, istr(account_id), number, ARGV[1] }

@@ -115,7 +115,7 @@ for i = 1, n do
     rcall('HSET', index, leg.ref, leg.label)
   end
   local id, total, locked = apply(leg.keys.acct, stream, seq, 'reserve_lock', leg.label, leg.ref,
-    leg.amount, 0, leg.amount, meta, { 'exp', istr(expires), 'optype', optype })
+    leg.amount, 0, leg.amount, meta, nil, 'exp', istr(expires), 'optype', optype)
   reply[#reply + 1] = total
   reply[#reply + 1] = locked
   reply[#reply + 1] = id

@@ -129,8 +129,9 @@ end
 -- Moves the account's balances by (d_total, d_locked) and appends the journal event in the same
 -- step. Returns event id (unique across shards), total and locked after. amount_text: the
 -- digits of amount when the caller has them (else made here); a change of +-amount reuses them.
+-- ...: the operation's own fields, name, value, ... (journal.py), at the end of the event.
 local function apply(acct_key, stream_key, seq_key, op, label, ref, amount, d_total, d_locked, meta,
-                     extra, amount_text)
+                     amount_text, ...)
   local total, locked = balances(acct_key)
   total, locked = total + d_total, locked + d_locked
   local seq
@@ -162,16 +163,10 @@ local function apply(acct_key, stream_key, seq_key, op, label, ref, amount, d_to
   end
   local id = (seq - 1) * ID_STEP + ID_BASE
   amount_text = amount_text or istr(amount)
-  local fields = { 'id', istr(id), 'op', op, 'acct', label, 'ref', ref, 'amt', amount_text,
-                   'dt', delta_text(d_total, amount, amount_text),
-                   'dl', delta_text(d_locked, amount, amount_text), 'total', istr(total),
-                   'locked', istr(locked), 'ts', ARGV[1], 'meta', meta }
-  if extra then
-    for i = 1, #extra do
-      fields[#fields + 1] = extra[i]
-    end
-  end
-  rcall('XADD', stream_key, '*', unpack(fields))
+  rcall('XADD', stream_key, '*', 'id', istr(id), 'op', op, 'acct', label, 'ref', ref,
+    'amt', amount_text, 'dt', delta_text(d_total, amount, amount_text),
+    'dl', delta_text(d_locked, amount, amount_text), 'total', istr(total), 'locked', istr(locked),
+    'ts', ARGV[1], 'meta', meta, ...)
   return id, total, locked
 end
 
@@ -204,7 +199,7 @@ local function end_hold(keys, label, ref, h, state, meta)
   h.state = state
   h.ended = NOW_MS
   store_ended_hold(keys, ref, h)
-  return apply(keys.acct, keys.stream, keys.seq, op, label, ref, h.amount, 0, -h.amount, meta, nil,
+  return apply(keys.acct, keys.stream, keys.seq, op, label, ref, h.amount, 0, -h.amount, meta,
     h.amount_text)
 end
 

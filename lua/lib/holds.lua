@@ -109,7 +109,7 @@ local function hold_reserve(keys, label, ref, amount_raw, ttl_ms, optype, meta, 
   end
   local id
   id, total, locked = apply(keys.acct, keys.stream, keys.seq, 'reserve_lock', label, ref, amount, 0,
-    amount, meta, { 'exp', istr(expires), 'optype', optype }, amount_text)
+    amount, meta, amount_text, 'exp', istr(expires), 'optype', optype)
   return hold_reply(0, total, locked, id, h)
 end
 
@@ -160,7 +160,7 @@ local function hold_commit(keys, label, ref, amount_raw, meta, retention_ms, exp
   h.ended = NOW_MS
   store_ended_hold(keys, ref, h)
   local id, total, locked = apply(keys.acct, keys.stream, keys.seq, 'reserve_commit', label, ref,
-    committed, -committed, -h.amount, meta, { 'held', h.amount_text }, amount_text or h.amount_text)
+    committed, -committed, -h.amount, meta, amount_text or h.amount_text, 'held', h.amount_text)
   expire_pass(keys, label, expire_max)
   prune_pass(keys, retention_ms, prune_max, index)
   return hold_reply(0, total, locked, id, h)

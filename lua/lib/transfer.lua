@@ -18,7 +18,7 @@ end
 
 local function op_apply(keys, label, ref, kind, op, amount, d_total, meta)
   local id, total, locked = apply(keys.acct, keys.stream, keys.seq, op, label, ref, amount, d_total, 0,
-    meta, nil)
+    meta)
   rcall('HSET', keys.ops, ref, kind .. '|' .. istr(amount) .. '|' .. istr(id) .. '|' .. istr(total)
     .. '|' .. ARGV[1])
   rcall('ZADD', keys.ended, ARGV[1], 'o:' .. ref)
