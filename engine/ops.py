@@ -269,7 +269,7 @@ class Ops:
         keys, outside_index = self._script_keys(k, reference_id)
         if outside_index is not None:
             yield from self._claim_index(outside_index, reference_id, spec.label)
-        args: list[str | int] = [
+        args: list[str | int] = [  # _common() spelled out: one list less per operation
             self.clock_ms(), k.shard + 1, self.keys.shard_count, spec.label, reference_id,
             amount_minor, ttl_ms, operation_type, meta, self.retention_ms,
             limits.expire_per_call_max, limits.prune_per_call_max,

@@ -103,9 +103,10 @@ def _pg_types(table: sa.Table, columns: tuple[str, ...]) -> list[str]:
 
 def _apply(conn: sa.Connection, table: sa.Table, columns: tuple[str, ...],
            rows: Sequence[tuple[Any, ...]], conflict: Callable[[Any, Sequence[str]], Any],
-           direct: bool = False) -> int | list[Any]:
+           direct: bool = False) -> int:
     """INSERT rows (tuples in the order of columns) into table, with the ON CONFLICT (and
-    RETURNING) clause that `conflict(stmt, columns)` adds; returns what RETURNING gave.
+    RETURNING) clause that `conflict(stmt, columns)` adds; returns how many rows RETURNING
+    gave (every row, when they went straight in).
 
     Postgres: a binary COPY into a temporary table and one INSERT ... SELECT from it, so the
     batch is parsed and planned once. With direct, the batch is first COPYed straight into the
@@ -114,14 +115,14 @@ def _apply(conn: sa.Connection, table: sa.Table, columns: tuple[str, ...],
     and the batch takes the INSERT ... SELECT path. SQLite (the embedded default): executemany
     of one statement, compiled once (SQLAlchemy's cache)."""
     if not rows:
-        return []
+        return 0
     if conn.dialect.name != "postgresql":
-        returned: list[Any] = []
+        returned = 0
         for chunk in _chunks(rows):
             params = [dict(zip(columns, row)) for row in chunk]
             result = conn.execute(conflict(sqlite.insert(table), columns), params)
             if result.returns_rows:
-                returned += result.scalars().all()
+                returned += len(result.scalars().all())
         return returned
     if direct:
         try:
@@ -143,7 +144,7 @@ def _apply(conn: sa.Connection, table: sa.Table, columns: tuple[str, ...],
     stmt = conflict(postgresql.insert(table).from_select(
         columns, sa.select(*(stage.c[c] for c in columns))), columns)
     result = conn.execute(stmt)
-    return list(result.scalars()) if result.returns_rows else []
+    return len(result.scalars().all()) if result.returns_rows else 0
 
 
 def _copy(conn: sa.Connection, target: str, table: sa.Table, columns: tuple[str, ...],
@@ -290,7 +291,7 @@ class Store:
         _apply(conn, audit_log, AUDIT_COLUMNS, audits,
                lambda stmt, _: stmt.on_conflict_do_nothing(index_elements=["event_id"]))
         self._write_alerts(conn, [e for e in events if e.op in ALERT_OPERATIONS])
-        return new if isinstance(new, int) else len(new)
+        return new
 
     def _write_alerts(self, conn: sa.Connection, events: Sequence[JournalEvent]) -> None:
         """An alert row per raise (its id is the raise's event id), ended by its clear."""

@@ -20,8 +20,8 @@ import random
 import socket
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -228,8 +228,6 @@ class Persister:
                 self._writer = ThreadPoolExecutor(1, thread_name_prefix="persister-writer")
             batch, self._batch = self._batch, Batch()
             self._inflight = (batch, self._writer.submit(self._write_and_ack, batch))
-            if not taken:  # a batch kept from a failed write: see it through before reporting 0
-                self._finish_inflight()
         now_s = time.monotonic()
         if now_s >= self._next_trim_s:
             self._next_trim_s = now_s + limits.trim_interval_s
@@ -375,10 +373,11 @@ class Persister:
                 continue  # nobody consumes this stream: keep everything
             floor: tuple[int, int] | None = None
             for info in groups:
+                low = info["last-delivered-id"]
                 if int(info["pending"]):
-                    low = self.redis.xpending(stream, info["name"])["min"]
-                else:
-                    low = info["last-delivered-id"]
+                    # None when the writer thread acknowledged them all since XINFO: then
+                    # everything up to last-delivered-id (as read above) is acknowledged
+                    low = self.redis.xpending(stream, info["name"])["min"] or low
                 key = _id_key(low)
                 floor = key if floor is None or key < floor else floor
             assert floor is not None

@@ -216,3 +216,27 @@ def test_sqlite_unreachable_then_back_everything_arrives(stack: Stack, tmp_path:
         thread.join(timeout=30)
     assert_rows_equal_events(stack, events)
     assert reconcile(stack.client, stack.settings, stack.database_url) == []
+
+
+def test_trim_while_the_writer_acknowledges_the_last_pending_entries(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer thread may acknowledge a batch between trim's XINFO (entries pending) and its
+    XPENDING (none left): trim then keeps what the group had delivered, and nothing pending is
+    lost (CI caught trim failing on exactly this)."""
+    run_workload(stack.client, stack.settings, 50)
+    events = journal(stack.client, stack.settings)
+    persister = stack.persister("p1")
+    persister.bootstrap()
+    batch = persister._read(None)
+    assert len(batch) == len(events)
+    real_xpending = stack.client.xpending
+
+    def acknowledged_meanwhile(stream: str, group: str) -> Any:
+        persister._write_and_ack(batch)
+        return real_xpending(stream, group)
+
+    monkeypatch.setattr(stack.client, "xpending", acknowledged_meanwhile)
+    persister.trim()
+    assert_rows_equal_events(stack, events)
+    assert persister.lag()["total"]["pending"] == 0
+    assert reconcile(stack.client, stack.settings, stack.database_url) == []

@@ -68,8 +68,8 @@ local function delta_text(d, amount, amount_text)
 end
 
 local function hold_encode(h)
-  return h.state .. '|' .. (h.amount_text or istr(h.amount)) .. '|' .. istr(h.committed) .. '|' .. istr(h.created)
-    .. '|' .. istr(h.expires) .. '|' .. istr(h.ended) .. '|' .. h.op
+  return h.state .. '|' .. (h.amount_text or istr(h.amount)) .. '|' .. istr(h.committed)
+    .. '|' .. istr(h.created) .. '|' .. istr(h.expires) .. '|' .. istr(h.ended) .. '|' .. h.op
 end
 
 -- Amounts, ids and times go back as integer replies (every one is an integer below 2^53, so
