@@ -139,3 +139,14 @@ def test_targets_take_the_median_of_the_back_to_back_rounds() -> None:
     assert (ceiling["measured"], ceiling["met"]) == (1.2, True)  # ratios 1.5, 0.5, 1.2
     p99 = by_name["p99 of one reserve"]
     assert (p99["measured"], p99["met"]) == (2.5, False)
+
+
+def test_the_instruction_counter_s_client_stub_runs_the_engine() -> None:
+    """benchmarks/instructions.py counts the client stack with canned replies: the stub has to
+    keep up with the engine's own calls (counted under callgrind by hand, not here)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "benchmarks.instructions", "_stub", "640"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
