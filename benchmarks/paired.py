@@ -28,20 +28,25 @@ def run(settings: Settings, plan: Any, tick: Callable[[str], None],
         spec = engine_bench.CellSpec(CLIENTS, 1, "commit", plan.warmup_s, plan.paired_cell_s,
                                      plan.balance_minor)
         engine_settings = replace(settings, key_prefix=f"{settings.key_prefix}pe{round_no}")
-        cells.append(run_async(engine_bench.run_cell(
-            engine_settings, spec, f"round {round_no}: engine, commit cycle", scenario="paired")))
+        engine = run_async(engine_bench.run_cell(
+            engine_settings, spec, f"round {round_no}: engine, commit cycle", scenario="paired"))
+        engine.extra.update(round=round_no, role="engine")
+        cells.append(engine)
         tick(f"paired: round {round_no} of {plan.paired_rounds}, ceiling")
         ceiling_settings = replace(settings, key_prefix=f"{settings.key_prefix}pl{round_no}")
         ceiling = limit.measure(ceiling_settings, "EVALSHA", CLIENTS, plan.limit_pipeline,
                                 plan.paired_cell_s, plan.limit_requests_max, scenario="paired")
         ceiling.label = f"round {round_no}: ceiling, {ceiling.label}"
+        ceiling.extra.update(round=round_no, role="ceiling")
         cells.append(ceiling)
     return cells
 
 
 def rounds(cells: list[Cell]) -> list[tuple[Cell, Cell]]:
-    """(engine, ceiling) per round, in order."""
-    paired = [c for c in cells if c.scenario == "paired"]
-    engines = [c for c in paired if ": engine" in c.label]
-    ceilings = [c for c in paired if ": ceiling" in c.label]
-    return list(zip(engines, ceilings, strict=False))
+    """(engine, ceiling) of each round that has both, in round order."""
+    by_round: dict[int, dict[str, Cell]] = {}
+    for cell in cells:
+        if cell.scenario == "paired":
+            by_round.setdefault(cell.extra["round"], {})[cell.extra["role"]] = cell
+    return [(pair["engine"], pair["ceiling"]) for _, pair in sorted(by_round.items())
+            if "engine" in pair and "ceiling" in pair]

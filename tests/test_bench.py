@@ -125,8 +125,9 @@ def test_targets_take_the_median_of_the_back_to_back_rounds() -> None:
     from benchmarks.report import targets
 
     def cell(label: str, ops: int, p99_ms: float = 0.0) -> Cell:
-        c = Cell("paired", label, 64, ops=ops, duration_s=1.0, reserve_p99_ms=p99_ms)
-        return c
+        round_no, role = int(label.split()[1].rstrip(":")), label.split()[2].rstrip(",")
+        return Cell("paired", label, 64, ops=ops, duration_s=1.0, reserve_p99_ms=p99_ms,
+                    extra={"round": round_no, "role": role})
 
     cells = [Cell("engine", "commit cycle", 64, ops=1_000, duration_s=1.0, reserve_p99_ms=9.0),
              Cell("limit", "EVALSHA reserve.lua, -P 16", 64, ops=100_000, duration_s=1.0)]
