@@ -43,11 +43,11 @@ MONEY_OPERATIONS = (
 )
 
 
-_KNOWN_FIELDS = frozenset(("id", "op", "acct", "ref", "amt", "dt", "dl", "total", "locked", "ts",
-                           "meta"))
-# The order lua/lib/common.lua's apply() writes them in (every money event): read by position.
+# The fields every event has, in the order lua/lib/common.lua's apply() writes them (every money
+# event): a flat list that starts so is read by position.
 _HEAD = ("id", "op", "acct", "ref", "amt", "dt", "dl", "total", "locked", "ts", "meta")
 _HEAD_END = 2 * len(_HEAD)
+_KNOWN_FIELDS = frozenset(_HEAD)
 
 
 # Not frozen: the persister builds one per event, and a frozen dataclass's __init__ costs ~7x.
@@ -70,12 +70,19 @@ class JournalEvent:
     @classmethod
     def parse(cls, stream_id: str, fields: dict[str, str] | list[str]) -> JournalEvent:
         """An entry's fields, as a dict or as the flat [name, value, ...] list Redis sends."""
-        if isinstance(fields, list):
-            if tuple(fields[0:_HEAD_END:2]) == _HEAD:
-                return cls._parse_head(stream_id, fields)
-            fields = dict(zip(fields[::2], fields[1::2], strict=True))
+        if isinstance(fields, list) and tuple(fields[0:_HEAD_END:2]) == _HEAD:
+            event = cls._from_head(stream_id, fields)
+        else:
+            if isinstance(fields, list):
+                fields = dict(zip(fields[::2], fields[1::2], strict=True))
+            event = cls._from_dict(stream_id, fields)
+        assert event.total_minor >= event.locked_minor >= 0 or event.op == "audit", event
+        return event
+
+    @classmethod
+    def _from_dict(cls, stream_id: str, fields: dict[str, str]) -> JournalEvent:
         meta_text = fields.get("meta", "")
-        event = cls(
+        return cls(
             stream_id=stream_id,
             event_id=int(fields["id"]),
             op=fields["op"],
@@ -90,14 +97,11 @@ class JournalEvent:
             meta=json.loads(meta_text) if meta_text else {},
             extra={k: fields[k] for k in fields.keys() - _KNOWN_FIELDS},
         )
-        assert event.total_minor >= event.locked_minor >= 0 or event.op == "audit", event
-        return event
 
     @classmethod
-    def _parse_head(cls, stream_id: str, f: list[str]) -> JournalEvent:
+    def _from_head(cls, stream_id: str, f: list[str]) -> JournalEvent:
+        """The flat list of an event in _HEAD's order, its own fields after."""
         meta_text = f[21]
-        event = cls(stream_id, int(f[1]), f[3], f[5], f[7], int(f[9]), int(f[11]), int(f[13]),
-                    int(f[15]), int(f[17]), int(f[19]), json.loads(meta_text) if meta_text else {},
-                    dict(zip(f[_HEAD_END::2], f[_HEAD_END + 1::2], strict=True)))
-        assert event.total_minor >= event.locked_minor >= 0 or event.op == "audit", event
-        return event
+        return cls(stream_id, int(f[1]), f[3], f[5], f[7], int(f[9]), int(f[11]), int(f[13]),
+                   int(f[15]), int(f[17]), int(f[19]), json.loads(meta_text) if meta_text else {},
+                   dict(zip(f[_HEAD_END::2], f[_HEAD_END + 1::2], strict=True)))

@@ -225,7 +225,10 @@ def _alert_row(e: JournalEvent) -> tuple[Any, ...]:
             str(m.get("level", ""))[:16], str(m.get("message", "")), ms_to_dt(e.ts_ms))
 
 
-def _fold_holds(events: Iterable[JournalEvent]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+Row = tuple[Any, ...]
+
+
+def _fold_holds(events: Iterable[JournalEvent]) -> tuple[list[Row], list[Row]]:
     """Each hold's state after this batch's events (in journal order): full rows (its lock was
     in the batch; HOLD_COLUMNS) and end-only rows (it was locked in an earlier batch;
     HOLD_END_COLUMNS)."""
@@ -295,7 +298,8 @@ class Store:
 
     def _write_alerts(self, conn: sa.Connection, events: Sequence[JournalEvent]) -> None:
         """An alert row per raise (its id is the raise's event id), ended by its clear."""
-        _apply(conn, alerts, ALERT_COLUMNS, [_alert_row(e) for e in events if e.op == "alert_raised"],
+        _apply(conn, alerts, ALERT_COLUMNS,
+               [_alert_row(e) for e in events if e.op == "alert_raised"],
                lambda stmt, _: stmt.on_conflict_do_nothing(index_elements=["id"]))
         for e in events:
             if e.op == "alert_cleared" and e.meta.get("alert_id"):
