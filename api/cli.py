@@ -138,6 +138,8 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.redis_url is None:
         _restore_embedded()
     _first_admin_token()
+    # the served app (each worker process builds its own) freezes its start-up heap
+    os.environ.setdefault("RESERVES_GC_FREEZE", "1")
     options = {"host": args.host, "port": args.port, "log_level": args.log_level,
                "access_log": not args.no_access_log, "proxy_headers": False,
                "timeout_graceful_shutdown": 10}

@@ -23,6 +23,9 @@ class ApiConfig:
     persist_in_process: bool = False
     background_tasks: bool = True  # sweeper, saga recovery, monitor
     body_bytes_max: int = limits.body_bytes_max
+    # Freeze what start-up built out of the garbage collector's walks (`reserves serve` turns it
+    # on: a process-wide setting, not for an app built inside another program or a test).
+    gc_freeze: bool = False
 
     @classmethod
     def from_env(cls, settings: Settings) -> ApiConfig:
@@ -30,7 +33,8 @@ class ApiConfig:
         persist = settings.redis_url is None or flag in ("1", "true", "yes")
         return cls(rate_per_s=float(os.environ.get("RESERVES_RATE_LIMIT_PER_S",
                                                    str(limits.rate_per_s_default))),
-                   persist_in_process=persist)
+                   persist_in_process=persist,
+                   gc_freeze=os.environ.get("RESERVES_GC_FREEZE", "").lower() in ("1", "true", "yes"))
 
 
 class StatusCache:

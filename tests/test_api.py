@@ -364,6 +364,9 @@ def test_embedded_first_run_prints_an_admin_token(tmp_path: Path) -> None:
         wait_for(lambda: exact(get(embedded, "/wallet/reserves/analytics", auth))
                  ["analytics"]["total_transactions"] == 1, "the embedded persister")
         assert embedded.log().count(token.group(0)) == 1  # printed once, never logged
+        # `reserves serve` freezes its start-up heap (RESERVES_GC_FREEZE defaults on there)
+        assert re.search(r"start-up heap frozen out of the collector's walks: [1-9]\d+ objects",
+                         embedded.log()), embedded.log()
     assert (tmp_path / "reserves.db").exists()
 
 
