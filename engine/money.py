@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from decimal import Decimal, Inexact, InvalidOperation, localcontext
+from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any
 
 from engine import limits
@@ -103,12 +104,26 @@ def json_number(value: Decimal) -> str:
 
 def exact_json(value: Any, default: Callable[[Any], Any] | None = None) -> str:
     """JSON text with every Decimal (nested too) as an exact number (json_number); `default` as
-    for json.dumps, for values JSON has no type for."""
-    if isinstance(value, Decimal):
+    for json.dumps, for values JSON has no type for. The common exact types are written here
+    (json.encoder's own string escaping); anything else goes through json.dumps."""
+    kind = type(value)
+    if kind is str:
+        return _json_string(value)
+    if kind is Decimal:
         return json_number(value)
+    if kind is int:
+        return str(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
     if isinstance(value, dict):
-        return "{" + ",".join(f"{json.dumps(str(k))}:{exact_json(v, default)}"
+        return "{" + ",".join(f"{_json_string(str(k))}:{exact_json(v, default)}"
                               for k, v in value.items()) + "}"
     if isinstance(value, list | tuple):
         return "[" + ",".join(exact_json(v, default) for v in value) + "]"
+    if isinstance(value, Decimal):
+        return json_number(value)
     return json.dumps(value, default=default)

@@ -8,7 +8,7 @@ import pytest
 
 from engine import limits
 from engine.errors import InvalidRequest, PrecisionError
-from engine.money import from_minor, json_number, parse_decimal, reserve_status, to_minor, \
+from engine.money import exact_json, from_minor, json_number, parse_decimal, reserve_status, to_minor, \
     utilization_percent
 
 
@@ -149,3 +149,25 @@ def test_utilization(locked: int, total: int, percent: Decimal) -> None:
 ])
 def test_reserve_status_thresholds(locked: int, total: int, status: str) -> None:
     assert reserve_status(locked, total) == status
+
+
+def test_exact_json_writes_what_json_dumps_would_and_decimals_exactly() -> None:
+    import datetime
+    import json
+    from enum import StrEnum
+
+    class Side(StrEnum):
+        buy = "buy"
+
+    plain = {"s": "caf\u00e9 \"q\" \\ \n", "i": -12, "big": 2**60, "t": True, "f": False,
+             "n": None, "l": [1, "x", [], {}], "tu": (1, 2), 7: "int key", "e": Side.buy,
+             "nested": {"a": [{"b": None}]}}
+    assert exact_json(plain) == json.dumps(plain, separators=(",", ":"))
+    money = {"amount": Decimal("10000"), "small": Decimal("0.000001"), "list": [Decimal("12.50")]}
+    assert exact_json(money) == '{"amount":10000.0,"small":0.000001,"list":[12.5]}'
+    assert json.loads(exact_json(money), parse_float=Decimal) == {
+        "amount": Decimal("10000.0"), "small": Decimal("0.000001"), "list": [Decimal("12.5")]}
+    when = datetime.date(2026, 12, 2)
+    assert exact_json({"d": when}, default=str) == '{"d":"2026-12-02"}'
+    with pytest.raises(TypeError):
+        exact_json({"d": when})
