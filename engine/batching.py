@@ -25,9 +25,20 @@ import redis.asyncio
 from redis import exceptions as redis_errors
 
 from engine import limits
-from engine.commands import Command, Script
-from engine.drivers import AsyncDriver
+from engine.commands import Call, Command, Script
+from engine.drivers import AsyncDriver, _is_cluster
 from engine.errors import Unavailable
+
+# Errors after which a batch goes through RedisCluster's own routing (_evalsha_on_node).
+_CLUSTER_REROUTED_ERRORS = (
+    redis_errors.MovedError, redis_errors.AskError, redis_errors.TryAgainError,
+    redis_errors.ClusterDownError, redis_errors.SlotNotCoveredError,
+    redis_errors.NoScriptError, redis_errors.ConnectionError, redis_errors.TimeoutError,
+    redis_errors.MaxConnectionsError,
+)
+
+# Single-key calls of the hot path that a cluster client sends straight to the key's node.
+_NODE_CALLS = {"hsetnx": "HSETNX", "hget": "HGET"}
 
 # Script name -> the batch script's operation kind.
 BATCHED_KINDS = {"reserve": "r", "commit": "c", "release": "x"}
@@ -57,11 +68,28 @@ class FastPackConnection(redis.asyncio.Connection):
 
 
 def use_fast_pack(client: Any) -> bool:
-    """Make a plain asyncio client's future connections pack with hiredis (when installed)."""
-    pool = getattr(client, "connection_pool", None)
-    if _hiredis_pack is None or pool is None or pool.connection_class is not redis.asyncio.Connection:
+    """Make an asyncio client's future connections pack with hiredis (when installed): a plain
+    client's pool, or every node a RedisCluster knows or will discover (the class rides in the
+    connection settings it hands each node; left alone if they are not what redis-py 8 has)."""
+    if _hiredis_pack is None:
         return False
-    pool.connection_class = FastPackConnection
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        if pool.connection_class is not redis.asyncio.Connection:
+            return False
+        pool.connection_class = FastPackConnection
+        return True
+    nodes_manager = getattr(client, "nodes_manager", None)
+    settings = [getattr(client, "connection_kwargs", None),
+                getattr(nodes_manager, "connection_kwargs", None)]
+    if nodes_manager is None or not all(isinstance(s, dict) and s.get("connection_class")
+                                        is redis.asyncio.Connection for s in settings):
+        return False
+    for s in settings:
+        s["connection_class"] = FastPackConnection
+    for node in (*getattr(client, "startup_nodes", ()), *nodes_manager.nodes_cache.values()):
+        if node.connection_class is redis.asyncio.Connection and not node._connections:
+            node.connection_class = FastPackConnection
     return True
 
 
@@ -150,6 +178,7 @@ class BatchingDriver(AsyncDriver):
         # the batch goes the way of any other script). At most one per batch in flight.
         pool = getattr(client, "connection_pool", None)
         self._pool = pool if pool is not None and not self.wait_replicas else None
+        self._cluster = _is_cluster(client) and not self.wait_replicas
         self._idle_connections: list[Any] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.batches_count = 0  # batches sent, for the benchmarks and tests
@@ -159,6 +188,10 @@ class BatchingDriver(AsyncDriver):
         # the batched kinds get their future itself: no coroutine to create and resume per call
         if type(command) is Script and command.name in BATCHED_KINDS:
             return self._submit(command)
+        if self._cluster and type(command) is Call and command.method in _NODE_CALLS:
+            # the reference index claimed across slots before a reserve (engine/ops.py)
+            return self._on_node(command, command.args[0], _NODE_CALLS[command.method],
+                                 *command.args)
         return super().execute(command)
 
     def _submit(self, command: Script) -> asyncio.Future[Any]:
@@ -206,6 +239,8 @@ class BatchingDriver(AsyncDriver):
         cost about 60 us of CPU per call on the machine of benchmarks/RESULTS.md: a few us per
         batched operation. A repeat after a lost connection is safe (every operation is
         idempotent by its reference), but it is the caller's call: errors go back as they are."""
+        if self._cluster:
+            return await self._evalsha_on_node(script)
         if self._pool is None:
             return await super().execute(script)
         idle = self._idle_connections
@@ -232,6 +267,27 @@ class BatchingDriver(AsyncDriver):
             raise
         idle.append(conn)
         return reply
+
+    async def _evalsha_on_node(self, script: Script) -> Any:
+        """EVALSHA straight to the cluster node that holds the batch's slot (a batch is one
+        slot), past RedisCluster's per-command layers (key extraction and slot check of every
+        key, the redirect loop, metrics). Anything those layers exist for (a moved slot, a node
+        down or failing over, a script the node lacks) sends the batch their way instead: an
+        error here means the node did not run it, or, for a lost connection, that repeating it
+        is safe (every operation is idempotent by its reference)."""
+        keys = script.keys
+        return await self._on_node(script, keys[0], "EVALSHA", self.scripts[script.name].sha,
+                                   len(keys), *keys, *script.args)
+
+    async def _on_node(self, command: Command, key: str, *args: Any) -> Any:
+        """args straight to the node holding key's slot; on a routing error, command the usual
+        way. Within the same bound on commands in flight (the nodes' pools hold no more)."""
+        try:
+            async with self._inflight:
+                node = self.client.get_node_from_key(key)
+                return await node.execute_command(*args)
+        except _CLUSTER_REROUTED_ERRORS:
+            return await super().execute(command)
 
     async def _send(self, queue: _ShardQueue, commands: list[Script],
                     futures: list[asyncio.Future[Any]]) -> None:

@@ -179,3 +179,96 @@ def test_sweeper_and_list_span_every_shard(service: ReserveService) -> None:
     labels = service.run(service.ops.list_labels())
     assert labels == ["RESERVE_UGX_FIAT", "RESERVE_USDT_CRYPTO"]
     assert service.sweep().accounts_count == 2
+
+
+# -- the hot path's straight-to-node calls (engine/batching.py) -----------------------------------
+
+
+def _count_routed(client: object, counts: dict[str, int]) -> None:
+    """Count the commands that go through RedisCluster's own routing layers."""
+    routed = client.execute_command  # type: ignore[attr-defined]
+
+    async def counting(*args: object, **kwargs: object) -> object:
+        name = str(args[0]).upper()
+        counts[name] = counts.get(name, 0) + 1
+        return await routed(*args, **kwargs)
+
+    client.execute_command = counting  # type: ignore[attr-defined]
+
+
+async def _cycles(engine: ReserveEngine, prefix: str, count: int) -> None:
+    """count concurrent reserves across accounts and reference shards, then their commits."""
+    held = await asyncio.gather(*(
+        engine.reserve_amount(code, "1", kind, f"{prefix}{i}", "swap")
+        for i in range(count) for code, kind in (("USDT", "crypto"), ("UGX", "fiat"))
+        if i % 2 == (code == "UGX")))
+    assert all(r.applied for r in held)
+    committed = await asyncio.gather(*(engine.commit_reserve(f"{prefix}{i}")
+                                       for i in range(count)))
+    assert all(r.hold.state is HoldState.committed for r in committed)
+
+
+def test_batches_and_index_claims_go_straight_to_the_slots_node(settings: Settings) -> None:
+    from engine.batching import FastPackConnection
+
+    async def scenario() -> dict[str, int]:
+        engine = ReserveEngine(async_client(settings), settings)
+        await engine.top_up_reserve("USDT", "1000", "crypto", "seed")
+        await engine.top_up_reserve("UGX", "1000", "fiat", "seed")
+        await _cycles(engine, "warm", 4)
+        counts: dict[str, int] = {}
+        _count_routed(engine.client, counts)
+        for wave in range(10):  # 40 batches at least
+            await _cycles(engine, f"s{wave}-", 20)
+        nodes = engine.client.get_nodes()
+        connections = [c for node in nodes for c in node._connections]
+        assert connections and all(type(c) is FastPackConnection for c in connections)
+        balances = [await engine.get_reserve_balance(c, k) for c, k in (("USDT", "crypto"),
+                                                                        ("UGX", "fiat"))]
+        assert [(b.total_minor, b.locked_minor) for b in balances] == [
+            (1000_000000 - 102 * 1_000000, 0), (1000 - 102, 0)]
+        await engine.close()
+        return counts
+
+    counts = asyncio.run(scenario())
+    # Of the 400 operations' script calls, only a node's first call of a script it has not
+    # loaded yet (NOSCRIPT: 3 scripts on 3 masters at most) went the routed way; no index claim.
+    assert counts.get("EVALSHA", 0) <= 9, counts
+    assert not {"HSETNX", "HGET"} & set(counts), counts
+
+
+def test_a_stale_slot_map_and_a_script_flush_are_rerouted(settings: Settings) -> None:
+    """The node a batch goes to is taken from the client's slot map; when that is wrong (MOVED)
+    or the node lacks the script (NOSCRIPT), the batch goes through RedisCluster's routing,
+    which follows the redirect or loads the script: every caller still gets its result."""
+
+    async def scenario() -> dict[str, int]:
+        engine = ReserveEngine(async_client(settings), settings)
+        await engine.top_up_reserve("USDT", "1000", "crypto", "seed")
+        await engine.top_up_reserve("UGX", "1000", "fiat", "seed")
+        await _cycles(engine, "warm", 4)
+        client = engine.client
+        right = client.get_node_from_key
+        primaries = client.get_primaries()
+
+        def wrong(key: str) -> object:  # another master than the slot's own
+            owner = right(key)
+            return next(n for n in primaries if n.name != owner.name)
+
+        client.get_node_from_key = wrong
+        counts: dict[str, int] = {}
+        _count_routed(client, counts)
+        await _cycles(engine, "m", 50)
+        client.get_node_from_key = right
+        for node in primaries:
+            await client.execute_command("SCRIPT", "FLUSH", target_nodes=node)
+        await _cycles(engine, "n", 50)
+        balances = [await engine.get_reserve_balance(c, k) for c, k in (("USDT", "crypto"),
+                                                                        ("UGX", "fiat"))]
+        assert [(b.total_minor, b.locked_minor) for b in balances] == [
+            (1000_000000 - 52 * 1_000000, 0), (1000 - 52, 0)]
+        await engine.close()
+        return counts
+
+    counts = asyncio.run(scenario())
+    assert counts.get("EVALSHA", 0) > 0 and counts.get("HSETNX", 0) > 0, counts
