@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import os
 import sys
 import time
+from typing import Any
+
+from engine import LOG_FORMAT
 
 log = logging.getLogger("reserves.api")
 
@@ -122,6 +126,21 @@ def _restore_embedded() -> None:
                  report.pending_holds_count)
 
 
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, plus this process's own (the root logger, as `reserves` set it up):
+    uvicorn applies it in each worker process too, where the app's log lines would otherwise
+    have no handler."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["reserves"] = {"format": LOG_FORMAT}
+    config["handlers"]["reserves"] = {"class": "logging.StreamHandler", "formatter": "reserves",
+                                      "stream": "ext://sys.stderr"}
+    config["root"] = {"handlers": ["reserves"],
+                      "level": logging.getLevelName(logging.getLogger().getEffectiveLevel())}
+    return config
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -142,7 +161,7 @@ def _serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("RESERVES_GC_FREEZE", "1")
     options = {"host": args.host, "port": args.port, "log_level": args.log_level,
                "access_log": not args.no_access_log, "proxy_headers": False,
-               "timeout_graceful_shutdown": 10}
+               "timeout_graceful_shutdown": 10, "log_config": _log_config()}
     if args.workers > 1:
         uvicorn.run("api.app:create_app", factory=True, workers=args.workers, **options)
     else:

@@ -10,6 +10,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from engine import LOG_FORMAT
+
 # Modules that add subcommands; a layer not installed yet is skipped.
 COMMAND_MODULES = ("engine.cli", "persistence.cli", "persistence.report_cli", "api.cli",
                    "benchmarks.cli")
@@ -73,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
     )
     if not getattr(args, "func", None):
         parser.print_help()

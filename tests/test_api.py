@@ -322,6 +322,41 @@ def test_200_concurrent_reserves_never_oversell(server: Server) -> None:
             reserve["status"]) == (10000, 10000, 0, "critical")
 
 
+def test_two_workers_share_one_redis_and_log_their_start(tmp_path: Path, redis_url: str,
+                                                         fresh_database_url: str) -> None:
+    """`reserves serve --workers 2`: two processes behind one port, one Redis; each worker's own
+    log lines (logging set up again in each process) and its frozen start-up heap."""
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    env = {"RESERVES_REDIS_URL": redis_url, "RESERVES_DATABASE_URL": fresh_database_url,
+           "RESERVES_KEY_PREFIX": prefix}
+    try:
+        with api_server(tmp_path, env, workers=2) as two:
+            assert post(two, "/wallet/reserves/USD/fiat/topup",
+                        {"amount": 5000, "source_reference": "pool"}).status_code == 200
+
+            async def hammer() -> list[httpx.Response]:
+                limits = httpx.Limits(max_connections=100)
+                async with httpx.AsyncClient(base_url=two.url, limits=limits,
+                                             timeout=30) as client:
+                    return await asyncio.gather(*(
+                        client.post("/wallet/reserves/USD/fiat/reserve", headers=SERVICE,
+                                    json={"amount": "100", "reference_id": f"w{i}",
+                                          "operation_type": "swap"})
+                        for i in range(100)))
+
+            codes = sorted(r.status_code for r in asyncio.run(hammer()))
+            assert codes == [200] * 50 + [409] * 50
+            reserve = exact(get(two, "/wallet/reserves/USD/fiat/balance"))["reserve"]
+            assert (reserve["total_balance"], reserve["locked_balance"]) == (5000, 5000)
+            log = two.log()
+        assert log.count("INFO reserves.api: reserves API ready") == 2, log
+        assert len(re.findall(r"reserves.api: start-up heap frozen out of the collector's walks",
+                              log)) == 2, log
+        assert len(set(re.findall(r"Started server process \[(\d+)\]", log))) == 2, log
+    finally:
+        services.delete_prefix_at(redis_url, prefix)
+
+
 def test_status_cache_sees_changes_from_another_process(server: Server) -> None:
     first = exact(get(server, "/wallet/reserves/status"))["reserves"]["fiat"]["EUR"]
     settings = settings_of(server)
