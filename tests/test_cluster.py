@@ -208,6 +208,13 @@ async def _cycles(engine: ReserveEngine, prefix: str, count: int) -> None:
     assert all(r.hold.state is HoldState.committed for r in committed)
 
 
+async def _assert_committed(engine: ReserveEngine, units: int) -> None:
+    """Both accounts of _cycles (1000 each) gave `units` of 1 and hold nothing."""
+    for code, kind, unit_minor in (("USDT", "crypto", 1_000000), ("UGX", "fiat", 1)):
+        balance = await engine.get_reserve_balance(code, kind)
+        assert (balance.total_minor, balance.locked_minor) == ((1000 - units) * unit_minor, 0)
+
+
 def test_batches_and_index_claims_go_straight_to_the_slots_node(settings: Settings) -> None:
     from engine.batching import FastPackConnection
 
@@ -223,10 +230,7 @@ def test_batches_and_index_claims_go_straight_to_the_slots_node(settings: Settin
         nodes = engine.client.get_nodes()
         connections = [c for node in nodes for c in node._connections]
         assert connections and all(type(c) is FastPackConnection for c in connections)
-        balances = [await engine.get_reserve_balance(c, k) for c, k in (("USDT", "crypto"),
-                                                                        ("UGX", "fiat"))]
-        assert [(b.total_minor, b.locked_minor) for b in balances] == [
-            (1000_000000 - 102 * 1_000000, 0), (1000 - 102, 0)]
+        await _assert_committed(engine, 102)
         await engine.close()
         return counts
 
@@ -263,10 +267,7 @@ def test_a_stale_slot_map_and_a_script_flush_are_rerouted(settings: Settings) ->
         for node in primaries:
             await client.execute_command("SCRIPT", "FLUSH", target_nodes=node)
         await _cycles(engine, "n", 50)
-        balances = [await engine.get_reserve_balance(c, k) for c, k in (("USDT", "crypto"),
-                                                                        ("UGX", "fiat"))]
-        assert [(b.total_minor, b.locked_minor) for b in balances] == [
-            (1000_000000 - 52 * 1_000000, 0), (1000 - 52, 0)]
+        await _assert_committed(engine, 52)
         await engine.close()
         return counts
 
