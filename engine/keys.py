@@ -19,6 +19,9 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+from engine import limits
+from engine.caches import FifoCache
+
 
 @dataclass(frozen=True, slots=True)
 class AccountKeys:
@@ -42,7 +45,7 @@ class KeySpace:
         assert 1 <= shard_count <= 1024
         self.prefix = prefix
         self.shard_count = shard_count
-        self._accounts: dict[str, AccountKeys] = {}
+        self._accounts: FifoCache[str, AccountKeys] = FifoCache(limits.account_cache_max)
         self._index_keys = [f"{self.tag(shard)}:index" for shard in range(shard_count)]
 
     def shard_of(self, name: str) -> int:

@@ -32,6 +32,8 @@ status_cache_ttl_s = 30.0
 
 # reference -> account label, remembered in-process so release / commit skip the index lookup.
 hold_label_cache_max = 100_000
+# Accounts whose record and Redis keys are remembered in-process (oldest forgotten first).
+account_cache_max = 100_000
 # Operation types already checked (reserve skips the pattern for these).
 operation_type_cache_max = 1024
 

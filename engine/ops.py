@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from engine import limits
+from engine.caches import FifoCache
 from engine.commands import Batch, Call, Op, Script
 from engine.config import Settings
 from engine.errors import (
@@ -106,9 +107,10 @@ class Ops:
         self.clock_ms = clock_ms
         self.keys = KeySpace(settings.key_prefix, settings.shard_count)
         self.retention_ms = settings.retention_s * 1000
-        self._accounts: dict[str, Account] = {}
-        self._hold_labels: dict[str, str] = {}  # only references that passed check_reference
-        self._keys_with_index: dict[str, list[str]] = {}
+        self._accounts: FifoCache[str, Account] = FifoCache(limits.account_cache_max)
+        # only references that passed check_reference
+        self._hold_labels: FifoCache[str, str] = FifoCache(limits.hold_label_cache_max)
+        self._keys_with_index: FifoCache[str, list[str]] = FifoCache(limits.account_cache_max)
         self._operation_types: set[str] = set()  # those that passed check_operation_type
 
     # -- accounts -----------------------------------------------------------------------------
@@ -222,10 +224,7 @@ class Ops:
                                account=label)
 
     def _remember(self, reference_id: str, label: str) -> None:
-        labels = self._hold_labels
-        if len(labels) >= limits.hold_label_cache_max:
-            labels.pop(next(iter(labels)))
-        labels[reference_id] = label
+        self._hold_labels[reference_id] = label
 
     def _hold_result(self, reference_id: str, account: Account, code: ResultCode,
                      reply: list[Any]) -> HoldResult:
