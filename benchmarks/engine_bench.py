@@ -28,6 +28,9 @@ SETUP_CONCURRENCY_MAX = 64
 FIRST_ERRORS_MAX = 3
 
 
+STEADY_LABEL = "commit cycle, long-running"
+
+
 def default_engine(settings: Settings, batching: bool) -> ReserveEngine:
     return ReserveEngine(async_client(settings), settings, batching=batching)
 
@@ -123,6 +126,14 @@ async def _client(engine: ReserveEngine, index: int, spec: CellSpec, specs: list
             tally.committed_minor[label] = tally.committed_minor.get(label, 0) + amount
 
 
+def _note_cache_fill(engine: ReserveEngine, cell: Cell) -> None:
+    labels = engine.ops._hold_labels
+    cell.extra["hold_cache_entries_at_measure"] = len(labels)
+    cell.extra["hold_cache_full_at_measure"] = len(labels) >= labels.max_count
+    if cell.label == STEADY_LABEL and len(labels) < labels.max_count:
+        cell.label += " (caches not full yet)"  # a slow host: say so rather than mislabel
+
+
 def _redis_cpu_s(client: Any) -> float:
     try:
         info = client.info("cpu")
@@ -152,6 +163,8 @@ async def run_cell(settings: Settings, spec: CellSpec, label: str, scenario: str
         # oldest generation. Given back to the collector after the cell.
         gc.collect()
         gc.freeze()
+        # how full the reference cache is when the measured window opens
+        asyncio.get_running_loop().call_later(spec.warmup_s, _note_cache_fill, engine, cell)
         start_ns = time.perf_counter_ns()
         measure_from_ns = start_ns + int(spec.warmup_s * 1e9)
         end_ns = measure_from_ns + int(spec.cell_s * 1e9)
@@ -207,6 +220,9 @@ def cells(plan: Any) -> list[tuple[str, CellSpec]]:
         out.append(("commit cycle, batching off", CellSpec(
             clients, 1, "commit", plan.warmup_s, plan.cell_s, plan.balance_minor,
             batching=False)))
+    for clients in plan.steady_clients_counts:
+        out.append((STEADY_LABEL, CellSpec(clients, 1, "commit", plan.steady_warmup_s,
+                                           plan.cell_s, plan.balance_minor)))
     return out
 
 

@@ -151,3 +151,24 @@ def test_the_instruction_counter_s_client_stub_runs_the_engine() -> None:
     done = subprocess.run([sys.executable, "-m", "benchmarks.instructions", "_stub", "640"],
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(("cache_max", "full"), [(50, True), (10**9, False)])
+def test_the_long_running_cell_measures_with_the_caches_full(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch, cache_max: int, full: bool) -> None:
+    from engine import limits
+
+    assert [s.warmup_s for label, s in engine_bench.cells(plan.FULL)
+            if label == engine_bench.STEADY_LABEL] == [plan.FULL.steady_warmup_s]
+    monkeypatch.setattr(limits, "hold_label_cache_max", cache_max)
+    settings = replace(Settings(), redis_url=redis_url, key_prefix=f"tb{uuid.uuid4().hex[:10]}")
+    spec = engine_bench.CellSpec(clients=4, accounts=1, cycle="commit", warmup_s=0.3,
+                                 cell_s=0.2, balance_minor=10**9)
+    cell = asyncio.run(engine_bench.run_cell(settings, spec, engine_bench.STEADY_LABEL))
+    assert cell.ok, cell.violations
+    assert cell.extra["hold_cache_full_at_measure"] is full
+    if full:
+        assert cell.extra["hold_cache_entries_at_measure"] == 50
+        assert cell.label == engine_bench.STEADY_LABEL
+    else:
+        assert cell.label == f"{engine_bench.STEADY_LABEL} (caches not full yet)"
