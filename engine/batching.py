@@ -26,7 +26,7 @@ from redis import exceptions as redis_errors
 
 from engine import limits
 from engine.commands import Call, Command, Script
-from engine.drivers import AsyncDriver, _is_cluster
+from engine.drivers import AsyncDriver, is_cluster_client
 from engine.errors import Unavailable
 
 # Errors after which a batch goes through RedisCluster's own routing (_evalsha_on_node).
@@ -178,7 +178,7 @@ class BatchingDriver(AsyncDriver):
         # the batch goes the way of any other script). At most one per batch in flight.
         pool = getattr(client, "connection_pool", None)
         self._pool = pool if pool is not None and not self.wait_replicas else None
-        self._cluster = _is_cluster(client) and not self.wait_replicas
+        self._cluster = is_cluster_client(client) and not self.wait_replicas
         self._idle_connections: list[Any] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.batches_count = 0  # batches sent, for the benchmarks and tests

@@ -33,7 +33,7 @@ def _check_acked(acked: int, wanted: int) -> None:
         )
 
 
-def _is_cluster(client: Any) -> bool:
+def is_cluster_client(client: Any) -> bool:
     return hasattr(client, "get_node_from_key")
 
 
@@ -50,7 +50,7 @@ class SyncDriver:
 
     def _script_waited(self, command: Script) -> Any:
         node_client = self.client
-        if _is_cluster(self.client):
+        if is_cluster_client(self.client):
             node_client = self.client.get_node_from_key(command.keys[0]).redis_connection
         pipe = node_client.pipeline(transaction=False)
         self.scripts[command.name](keys=command.keys, args=command.args, client=pipe)
@@ -101,7 +101,7 @@ class AsyncDriver:
         # An asyncio RedisCluster learns its slots on first use; a burst of first commands
         # before that is routed without them, gets MOVED and resets the client under the
         # other commands (redis-py 8.1): so the first run initializes it alone.
-        self._cluster_uninitialized = _is_cluster(client)
+        self._cluster_uninitialized = is_cluster_client(client)
         # Commands in flight at once: more would need more connections than the pool holds
         # (the cluster client fails instead of waiting), so callers queue here.
         self._inflight = asyncio.Semaphore(inflight_max)
@@ -115,7 +115,7 @@ class AsyncDriver:
 
     async def _script_waited(self, command: Script) -> Any:
         node_client = self.client
-        if _is_cluster(self.client):
+        if is_cluster_client(self.client):
             node = self.client.get_node_from_key(command.keys[0])
             node_client = self._node_clients.get(node.name)
             if node_client is None:
