@@ -348,6 +348,8 @@ def test_two_workers_share_one_redis_and_log_their_start(tmp_path: Path, redis_u
             assert codes == [200] * 50 + [409] * 50
             reserve = exact(get(two, "/wallet/reserves/USD/fiat/balance"))["reserve"]
             assert (reserve["total_balance"], reserve["locked_balance"]) == (5000, 5000)
+            wait_for(lambda: two.log().count("INFO reserves.api: reserves API ready") == 2,
+                     "both workers started")
             log = two.log()
         assert log.count("INFO reserves.api: reserves API ready") == 2, log
         assert len(re.findall(r"reserves.api: start-up heap frozen out of the collector's walks",
