@@ -11,7 +11,7 @@ from typing import Any
 from api import limits
 from api.auth import TokenBook
 from api.ratelimit import RateLimiter
-from engine.config import Settings
+from engine.config import Settings, env_flag
 from engine.engine import ReserveEngine
 
 
@@ -29,12 +29,11 @@ class ApiConfig:
 
     @classmethod
     def from_env(cls, settings: Settings) -> ApiConfig:
-        flag = os.environ.get("RESERVES_PERSIST_IN_PROCESS", "").lower()
-        persist = settings.redis_url is None or flag in ("1", "true", "yes")
+        persist = settings.redis_url is None or env_flag("RESERVES_PERSIST_IN_PROCESS") is True
         return cls(rate_per_s=float(os.environ.get("RESERVES_RATE_LIMIT_PER_S",
                                                    str(limits.rate_per_s_default))),
                    persist_in_process=persist,
-                   gc_freeze=os.environ.get("RESERVES_GC_FREEZE", "").lower() in ("1", "true", "yes"))
+                   gc_freeze=env_flag("RESERVES_GC_FREEZE") is True)
 
 
 class StatusCache:

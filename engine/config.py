@@ -8,6 +8,17 @@ from dataclasses import dataclass, field
 from engine import limits
 
 
+def env_flag(name: str) -> bool | None:
+    """An on/off environment setting: True for 1 / true / yes, False for 0 / false / no (any
+    case), None when unset or anything else (the caller's default)."""
+    raw = os.environ.get(name, "").lower()
+    if raw in ("1", "true", "yes"):
+        return True
+    if raw in ("0", "false", "no"):
+        return False
+    return None
+
+
 def _env_list(name: str) -> tuple[str, ...]:
     raw = os.environ.get(name, "")
     return tuple(part.strip() for part in raw.split(",") if part.strip())
@@ -34,10 +45,10 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         redis_url = os.environ.get("RESERVES_REDIS_URL") or None
-        cluster_flag = os.environ.get("RESERVES_REDIS_CLUSTER", "").lower()
-        if cluster_flag in ("1", "true", "yes"):
-            cluster = True
-        elif cluster_flag in ("0", "false", "no") or redis_url is None:
+        cluster_flag = env_flag("RESERVES_REDIS_CLUSTER")
+        if cluster_flag is not None:
+            cluster = cluster_flag
+        elif redis_url is None:
             cluster = False
         else:
             cluster = detect_cluster(redis_url)
@@ -56,7 +67,7 @@ class Settings:
             retention_s=int(os.environ.get("RESERVES_RETENTION_S", str(limits.retention_s_default))),
             wait_replicas=int(os.environ.get("RESERVES_REDIS_WAIT_REPLICAS", "0")),
             wait_timeout_ms=int(os.environ.get("RESERVES_REDIS_WAIT_TIMEOUT_MS", "1000")),
-            batching=os.environ.get("RESERVES_BATCHING", "1").lower() not in ("0", "false", "no"),
+            batching=env_flag("RESERVES_BATCHING") is not False,
             admin_tokens=_env_list("RESERVES_ADMIN_TOKENS"),
             service_tokens=_env_list("RESERVES_SERVICE_TOKENS"),
         )
