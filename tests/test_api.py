@@ -298,20 +298,26 @@ def test_amounts_are_exact_end_to_end(server: Server) -> None:
     assert '"locked_balance":0.00000001' in status.text
 
 
+def reserve_concurrently(server: Server, prefix: str, count: int) -> list[httpx.Response]:
+    """count reserves of 100 USD at once, each on its own connection, references prefix0..."""
+
+    async def hammer() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=count)
+        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30) as client:
+            return await asyncio.gather(*(
+                client.post("/wallet/reserves/USD/fiat/reserve", headers=SERVICE,
+                            json={"amount": "100", "reference_id": f"{prefix}{i}",
+                                  "operation_type": "swap"})
+                for i in range(count)))
+
+    return asyncio.run(hammer())
+
+
 def test_200_concurrent_reserves_never_oversell(server: Server) -> None:
     assert post(server, "/wallet/reserves/USD/fiat/topup",
                 {"amount": 10000, "source_reference": "pool"}).status_code == 200
 
-    async def hammer() -> list[httpx.Response]:
-        limits = httpx.Limits(max_connections=200)
-        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30) as client:
-            return await asyncio.gather(*(
-                client.post("/wallet/reserves/USD/fiat/reserve", headers=SERVICE,
-                            json={"amount": "100", "reference_id": f"c{i}",
-                                  "operation_type": "swap"})
-                for i in range(200)))
-
-    responses = asyncio.run(hammer())
+    responses = reserve_concurrently(server, "c", 200)
     codes = sorted(r.status_code for r in responses)
     assert codes == [200] * 100 + [409] * 100
     for r in responses:
@@ -334,17 +340,7 @@ def test_two_workers_share_one_redis_and_log_their_start(tmp_path: Path, redis_u
             assert post(two, "/wallet/reserves/USD/fiat/topup",
                         {"amount": 5000, "source_reference": "pool"}).status_code == 200
 
-            async def hammer() -> list[httpx.Response]:
-                limits = httpx.Limits(max_connections=100)
-                async with httpx.AsyncClient(base_url=two.url, limits=limits,
-                                             timeout=30) as client:
-                    return await asyncio.gather(*(
-                        client.post("/wallet/reserves/USD/fiat/reserve", headers=SERVICE,
-                                    json={"amount": "100", "reference_id": f"w{i}",
-                                          "operation_type": "swap"})
-                        for i in range(100)))
-
-            codes = sorted(r.status_code for r in asyncio.run(hammer()))
+            codes = sorted(r.status_code for r in reserve_concurrently(two, "w", 100))
             assert codes == [200] * 50 + [409] * 50
             reserve = exact(get(two, "/wallet/reserves/USD/fiat/balance"))["reserve"]
             assert (reserve["total_balance"], reserve["locked_balance"]) == (5000, 5000)
