@@ -139,8 +139,8 @@ def batch_script(commands: list[Script]) -> Script:
         if name == "reserve":  # label, ref, amount, ttl_ms, operation_type, meta
             body += ("r", position, use_index, op_args[4], op_args[5], op_args[6], op_args[7],
                      op_args[8])
-        elif name == "commit":  # label, ref, amount ("" = all), meta
-            body += ("c", position, use_index, op_args[4], op_args[5], "", "", op_args[6])
+        elif name == "commit":  # label, ref, amount ("" = all), meta, currency
+            body += ("c", position, use_index, op_args[4], op_args[5], "", op_args[7], op_args[6])
         else:  # release: label, ref, meta
             body += ("x", position, use_index, op_args[4], "", "", "", op_args[5])
     # KEYS[3] is read only by operations with use_index 1; without one any key of the slot does

@@ -39,6 +39,12 @@ class Settings:
     wait_timeout_ms: int = 1000
     # Coalesce concurrent reserve / commit / release calls per shard (engine/batching.py).
     batching: bool = True
+    # A shard without its event counter (lua/lib/common.lua check_seq) is Redis that lost its
+    # data: False (a bare engine, the tests) starts it afresh as a new deployment; True (every
+    # process configured from the environment) refuses with 503 ledger_not_loaded, and only
+    # the start-up check (persistence/generation.py, which asks the ledger) or `reserves
+    # rebuild` loads it.
+    ledger_guard: bool = False
     admin_tokens: tuple[str, ...] = field(default_factory=tuple)
     service_tokens: tuple[str, ...] = field(default_factory=tuple)
 
@@ -68,6 +74,7 @@ class Settings:
             wait_replicas=int(os.environ.get("RESERVES_REDIS_WAIT_REPLICAS", "0")),
             wait_timeout_ms=int(os.environ.get("RESERVES_REDIS_WAIT_TIMEOUT_MS", "1000")),
             batching=env_flag("RESERVES_BATCHING") is not False,
+            ledger_guard=True,
             admin_tokens=_env_list("RESERVES_ADMIN_TOKENS"),
             service_tokens=_env_list("RESERVES_SERVICE_TOKENS"),
         )

@@ -12,8 +12,10 @@ ReserveError
 │   ├── ReferenceConflict   same reference, different amount or account
 │   ├── HoldAlreadyEnded    committed / released / expired already
 │   ├── ExceedsHold         commit of more than was held
+│   ├── CurrencyMismatch    an amount converted for another currency than the hold's account
 │   └── LimitExceeded       a balance would pass 2^53 - 1 minor units
 └── Unavailable             503: Redis unreachable
+    └── LedgerNotLoaded     Redis lost its data (no event counter): `reserves rebuild` first
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class ResultCode(IntEnum):
     hold_already_released = 30
     hold_already_committed = 31
     hold_expired = 32
+    ledger_not_loaded = 40  # the shard's event counter is missing: Redis lost its data
+    currency_mismatch = 41  # the account is not in the currency the amount was converted with
 
 
 # Reply code -> ResultCode by dict: calling the enum costs more than the rest of a reply's
@@ -106,8 +110,16 @@ class LimitExceeded(Conflict):
     pass
 
 
+class CurrencyMismatch(Conflict):
+    pass
+
+
 class Unavailable(ReserveError):
     status_code = 503
+
+
+class LedgerNotLoaded(Unavailable):
+    pass
 
 
 _CODE_ERRORS: dict[ResultCode, tuple[type[ReserveError], str]] = {
@@ -123,6 +135,14 @@ _CODE_ERRORS: dict[ResultCode, tuple[type[ReserveError], str]] = {
     ResultCode.hold_already_released: (HoldAlreadyEnded, "Hold {reference_id} was already released"),
     ResultCode.hold_already_committed: (HoldAlreadyEnded, "Hold {reference_id} was already committed"),
     ResultCode.hold_expired: (HoldAlreadyEnded, "Hold {reference_id} has expired"),
+    ResultCode.ledger_not_loaded: (
+        LedgerNotLoaded,
+        "Redis does not hold the ledger (its data was lost); writes are refused until an "
+        "operator runs `reserves rebuild`",
+    ),
+    ResultCode.currency_mismatch: (
+        CurrencyMismatch, "Hold {reference_id} is not in the currency the amount was given in",
+    ),
 }
 
 

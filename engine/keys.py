@@ -12,6 +12,8 @@ Redis Cluster every script over one account runs in one slot.
     {prefix}:{s<N>}:accounts     labels of the shard's accounts
     {prefix}:{s<N>}:account_seq  the shard's account counter (account ids)
     {prefix}:{s<M>}:index        reference -> account label, in the shard of the reference
+    {prefix}:generation          the deployment's generation marker: written when it is
+                                  initialised and by `reserves rebuild` (engine/generation.py)
 """
 
 from __future__ import annotations
@@ -93,3 +95,6 @@ class KeySpace:
 
     def seq(self, shard: int) -> str:
         return f"{self.tag(shard)}:seq"
+
+    def generation(self) -> str:
+        return f"{self.prefix}:generation"

@@ -20,6 +20,7 @@ from engine.caches import FifoCache
 from engine.commands import Batch, Call, Op, Script
 from engine.config import Settings
 from engine.errors import (
+    CurrencyMismatch,
     InsufficientReserve,
     RESULT_CODES,
     InvalidRequest,
@@ -134,17 +135,32 @@ class Ops:
     def _common(self, shard: int) -> list[str | int]:
         return [self.clock_ms(), shard + 1, self.keys.shard_count]
 
+    def _not_loaded(self, shard: int, script: Script) -> Op[Any]:
+        """A script answered 40: the shard has no event counter, so Redis holds none of its
+        data. With the ledger guard (every configured process) that is Redis having lost it:
+        503 ledger_not_loaded until `reserves rebuild`. Without (a bare engine), a new
+        deployment: the counter starts at 0 and the script runs again."""
+        if self.settings.ledger_guard:
+            raise_for_code(ResultCode.ledger_not_loaded)
+        yield Call("set", (self.keys.seq(shard), 0, None, None, True))  # NX
+        yield Call("set", (self.keys.generation(), f"1:{self.clock_ms()}", None, None, True))
+        return (yield script)
+
     def open_account(self, spec: AccountSpec) -> Op[Account]:
         cached = self._accounts.get(spec.label)
         if cached is not None:
             return cached
         k = self.keys.account(spec.label)
-        reply = yield Script(
+        script = Script(
             "open_account",
             [k.acct, self.keys.accounts_set(k.shard), self.keys.account_seq(k.shard), k.stream, k.seq],
             [*self._common(k.shard), spec.label, spec.currency.code,
              spec.currency.account_type.value, spec.kind.value, spec.number_prefix],
         )
+        reply = yield script
+        if reply[0] == ResultCode.ledger_not_loaded:
+            reply = yield from self._not_loaded(k.shard, script)
+            raise_for_code(RESULT_CODES[reply[0]], account=spec.label)
         account = Account(
             label=spec.label,
             currency=spec.currency,
@@ -273,7 +289,10 @@ class Ops:
             amount_minor, ttl_ms, operation_type, meta, self.retention_ms,
             limits.expire_per_call_max, limits.prune_per_call_max,
         ]
-        reply = yield Script("reserve", keys, args)
+        script = Script("reserve", keys, args)
+        reply = yield script
+        if reply[0] == ResultCode.ledger_not_loaded:
+            reply = yield from self._not_loaded(k.shard, script)
         if reply[0] == ResultCode.account_not_found:  # Redis lost the account: open, retry once
             self._accounts.pop(spec.label, None)
             account = yield from self.open_account(spec)
@@ -369,12 +388,15 @@ class Ops:
             account = yield from self.account_of_label(label)
         k = self.keys.account(label)
         keys, _ = self._script_keys(k, reference_id)
-        reply = yield Script(
+        command = Script(
             script, keys,
             [self.clock_ms(), k.shard + 1, self.keys.shard_count, label, reference_id,
              *extra_args, self.retention_ms, limits.expire_per_call_max,
              limits.prune_per_call_max],
         )
+        reply = yield command
+        if reply[0] == ResultCode.ledger_not_loaded:
+            reply = yield from self._not_loaded(k.shard, command)
         code = RESULT_CODES[reply[0]]
         if code is ResultCode.hold_not_found and reference_id in self._hold_labels:
             # a stale cached label (the reference was pruned and reused): ask the index
@@ -391,13 +413,15 @@ class Ops:
         reference_id: str,
         amount_minor: int | None = None,
         metadata: dict[str, Any] | None = None,
+        currency: str = "",
     ) -> Op[HoldResult]:
+        """currency: the one amount_minor was converted with; the script refuses (41) if the
+        hold's account is in another (the reference -> account cache may be stale)."""
         if amount_minor is not None:
             _check_minor(amount_minor)
         amount_arg: str | int = "" if amount_minor is None else amount_minor
-        return (
-            yield from self._end_hold("commit", reference_id, [amount_arg, encode_metadata(metadata)])
-        )
+        return (yield from self._end_hold(
+            "commit", reference_id, [amount_arg, encode_metadata(metadata), currency]))
 
     def get_hold(self, reference_id: str) -> Op[Hold]:
         check_reference(reference_id)
@@ -436,7 +460,10 @@ class Ops:
         if script == "withdraw":
             args.append(limits.expire_per_call_max)
         args.append(limits.prune_per_call_max)
-        reply = yield Script(script, keys, args)
+        command = Script(script, keys, args)
+        reply = yield command
+        if reply[0] == ResultCode.ledger_not_loaded:
+            reply = yield from self._not_loaded(k.shard, command)
         if reply[0] == ResultCode.account_not_found:
             self._accounts.pop(spec.label, None)
             account = yield from self.open_account(spec)
@@ -475,8 +502,12 @@ class Ops:
         Money changes carry their audit data in their own event's meta instead."""
         meta = json.dumps({"actor": actor, "action": action, "ip": ip, **detail},
                           separators=(",", ":"), sort_keys=True, default=str)
-        reply = yield Script("audit", [self.keys.stream(0), self.keys.seq(0)],
-                             [*self._common(0), action, meta])
+        script = Script("audit", [self.keys.stream(0), self.keys.seq(0)],
+                        [*self._common(0), action, meta])
+        reply = yield script
+        if reply[0] == ResultCode.ledger_not_loaded:
+            reply = yield from self._not_loaded(0, script)
+            raise_for_code(RESULT_CODES[reply[0]])
         event_id = int(reply[1])
         return event_id
 
@@ -490,11 +521,15 @@ class Ops:
             k = self.keys.account(label)
             for _ in range(limits.sweep_rounds_max):
                 keys, _ = self._script_keys(k, label)  # the index rides along when in the slot
-                reply = yield Script(
+                script = Script(
                     "expire", keys,
                     [*self._common(k.shard), label, self.retention_ms,
                      limits.sweep_per_account_max, limits.sweep_per_account_max],
                 )
+                reply = yield script
+                if reply[0] == ResultCode.ledger_not_loaded:
+                    reply = yield from self._not_loaded(k.shard, script)
+                    raise_for_code(RESULT_CODES[reply[0]])
                 expired += int(reply[1])
                 pruned += int(reply[2])
                 if int(reply[1]) < limits.sweep_per_account_max and int(
@@ -533,14 +568,23 @@ class Ops:
     def commit_reserve(
         self, reference_id: str, amount: Any = None, metadata: dict[str, Any] | None = None,
     ) -> Op[HoldResult]:
-        amount_minor = None
-        if amount is not None:
-            check_reference(reference_id)
+        if amount is None:
+            return (yield from self.commit(reference_id, None, metadata))
+        check_reference(reference_id)
+        for attempt in range(2):
+            # the amount becomes minor units with the decimals of the account the cache names;
+            # the script checks that currency against the account it acts on (41 if stale)
             label = yield from self.hold_label(reference_id)
             account = yield from self.account_of_label(label)
             cur = account.currency
             amount_minor = to_minor(amount, cur.decimals, cur.code)
-        return (yield from self.commit(reference_id, amount_minor, metadata))
+            try:
+                return (yield from self.commit(reference_id, amount_minor, metadata, cur.code))
+            except CurrencyMismatch:
+                if attempt:
+                    raise
+                self._hold_labels.pop(reference_id, None)  # stale: ask the index again
+        raise AssertionError("unreachable")
 
     def top_up_reserve(
         self, currency: str, amount: Any, account_type: str | None, source_reference: str,

@@ -12,8 +12,15 @@ ARGV[5] meta     JSON text: actor, action, ip and details
 
 Returns {code, event_id}
   0 ok
+  40 ledger_not_loaded  the shard's event counter is missing (Redis lost its data): nothing written
+A key of the wrong type, a non-integer counter: an error reply, nothing written.
 ]]
 -- @include common
+
+local bad = check_seq(KEYS[2]) or check_type(KEYS[1], 'stream')
+if bad then
+  return checked_reply(bad, { 40, 0 })
+end
 
 local seq = rcall('INCR', KEYS[2])
 local id = (seq - 1) * ID_STEP + ID_BASE

@@ -25,7 +25,7 @@ then 8 values per operation i, from ARGV[9+m+8(i-1)]:
   reference_id
   amount_minor     reserve: the amount; commit: "" = the whole hold; release: ""
   ttl_ms           reserve: 0 = no expiry; else ""
-  operation_type   reserve; else ""
+  operation_type   reserve; commit: the currency of its amount (as commit.lua's ARGV[8]); else ""
   meta             JSON text or ""
 
 Returns one reply per operation, in order, each what reserve.lua / commit.lua / release.lua
@@ -41,6 +41,9 @@ returns for it (hold_reply {code, total, locked, event_id, hold fields...}):
   30 hold_already_released
   31 hold_already_committed
   32 hold_expired
+  40 ledger_not_loaded  (every operation: the shard's event counter is missing)
+  41 currency_mismatch
+A key of the wrong type, a non-integer counter or balance: an error reply, nothing written.
 ]]
 -- @include common
 -- @include holds
@@ -66,6 +69,21 @@ for i = 1, n do
     return redis.error_reply('hold_batch: malformed operation ' .. i)
   end
 end
+-- every key the batch may touch, once each, before the first write
+local bad = check_seq(seq) or check_type(stream, 'stream')
+  or (index ~= seq and check_type(index, 'hash')) or nil
+for j = 1, m do
+  bad = bad or check_account_keys(accounts[string.format('%d', j)].keys, nil)
+end
+if bad == 40 then
+  local replies = {}
+  for i = 1, n do
+    replies[i] = hold_reply(40)
+  end
+  return replies
+elseif bad then
+  return redis.error_reply(bad)
+end
 
 defer_writes()
 local replies = {}
@@ -81,7 +99,7 @@ for i = 1, n do
       ARGV[a + 6], ARGV[a + 7], retention_ms, expire_max, prune_max, idx)
   elseif kind == 'c' then
     replies[i] = hold_commit(account.keys, account.label, ref, ARGV[a + 4], ARGV[a + 7],
-      retention_ms, expire_max, prune_max, idx)
+      retention_ms, expire_max, prune_max, idx, ARGV[a + 6])
   else -- 'x'
     replies[i] = hold_release(account.keys, account.label, ref, ARGV[a + 7], retention_ms,
       expire_max, prune_max, idx)

@@ -16,10 +16,21 @@ ARGV[8] number_prefix e.g. RUSDTc (the account number is the prefix and the id, 
 Returns {code, account_id, account_number, created_ms}
   0 ok: opened now (journals account_open)
   1 ok_existing: the account already existed
+  40 ledger_not_loaded: the shard's event counter is missing (Redis lost its data): nothing
+     written, so that a lost account is restored by `reserves rebuild`, never reopened at zero
+A key of the wrong type, a non-integer counter: an error reply, nothing written.
 ]]
 -- @include common
 
 local acct_key = KEYS[1]
+local bad = check_seq(KEYS[5]) or check_type(KEYS[4], 'stream') or check_type(acct_key, 'hash')
+  or check_type(KEYS[2], 'set') or check_type(KEYS[3], 'string')
+if not bad and not string.match(rcall('GET', KEYS[3]) or '0', '^%d+$') then
+  bad = 'malformed key ' .. KEYS[3] .. ': not an account counter'
+end
+if bad then
+  return checked_reply(bad, { 40, '0', '', '0' })
+end
 local existing = rcall('HMGET', acct_key, 'account_id', 'account_number', 'created_ms')
 if existing[1] then
   return { 1, existing[1], existing[2], existing[3] }

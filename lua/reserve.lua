@@ -20,11 +20,14 @@ ARGV[10] retention_ms  how long ended records are kept
 ARGV[11] expire_max    lazy-expiry work per call
 ARGV[12] prune_max     pruning work per call
 
+A key of the wrong type, a non-integer counter or balance: an error reply, nothing written.
+
 Returns {code, total, locked, event_id, hold fields...} (hold_reply)
   0 ok                  locked now
   1 ok_existing         the same reference and amount: the hold as it stands, nothing locked
   10 invalid_amount
   11 account_not_found
+  40 ledger_not_loaded    the shard's event counter is missing (Redis lost its data): nothing written
   20 reference_conflict same reference with another amount or account
   21 exceeds_available  nothing locked; total and locked returned
 ]]
@@ -33,5 +36,9 @@ Returns {code, total, locked, event_id, hold fields...} (hold_reply)
 
 local keys = { acct = KEYS[1], holds = KEYS[2], expiry = KEYS[3], ended = KEYS[4], ops = KEYS[5],
                stream = KEYS[6], seq = KEYS[7] }
+local bad = check_account_keys(keys, KEYS[8])
+if bad then
+  return checked_reply(bad, { 40, 0, 0, 0 })
+end
 return hold_reserve(keys, ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8], ARGV[9],
   tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), KEYS[8])

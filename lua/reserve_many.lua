@@ -25,6 +25,8 @@ otherwise {code, failing leg (1-based), total, locked} and nothing locked.
   11 account_not_found
   20 reference_conflict a leg's reference is held with another amount or account, or only some are
   21 exceeds_available
+  40 ledger_not_loaded  the shard's event counter is missing (Redis lost its data)
+A key of the wrong type, a non-integer counter or balance: an error reply, nothing written.
 ]]
 -- @include common
 
@@ -40,6 +42,15 @@ for i = 1, n do
   legs[i] = { keys = { acct = KEYS[k + 1], holds = KEYS[k + 2], expiry = KEYS[k + 3], ended = KEYS[k + 4],
                        ops = KEYS[k + 5], stream = stream, seq = seq },
               label = ARGV[a], ref = ARGV[a + 1], amount = parse_amount(ARGV[a + 2]) }
+end
+
+-- every key, once each, before the first write
+local bad = nil
+for i = 1, n do
+  bad = bad or check_account_keys(legs[i].keys, index)
+end
+if bad then
+  return checked_reply(bad, { 40, 0, 0, 0 })
 end
 
 -- validate

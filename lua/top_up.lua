@@ -10,11 +10,14 @@ ARGV[7] meta            JSON text or ""
 ARGV[8] retention_ms
 ARGV[9] prune_max
 
+A key of the wrong type, a non-integer counter or balance: an error reply, nothing written.
+
 Returns {code, total, locked, event_id}
   0 ok                  added now
   1 ok_existing         this reference was already applied with this amount: the first answer
   10 invalid_amount
   11 account_not_found
+  40 ledger_not_loaded   the shard's event counter is missing (Redis lost its data): nothing written
   20 reference_conflict the reference was used with another amount or for a withdrawal
   23 exceeds_limit      the total would pass 2^53 - 1 minor units
 ]]
@@ -24,6 +27,10 @@ Returns {code, total, locked, event_id}
 local keys = { acct = KEYS[1], holds = KEYS[2], expiry = KEYS[3], ended = KEYS[4], ops = KEYS[5],
                stream = KEYS[6], seq = KEYS[7] }
 local label, ref = ARGV[4], ARGV[5]
+local bad = check_account_keys(keys, KEYS[8])
+if bad then
+  return checked_reply(bad, { 40, 0, 0, 0 })
+end
 
 -- validate
 local amount = parse_amount(ARGV[6])

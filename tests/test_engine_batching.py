@@ -321,18 +321,18 @@ def _hold_scripts(service: ReserveService, now_ms: int, expire_max: int) -> list
         call("reserve", "r1", 50, 0, "swap", ""),  # conflict
         call("reserve", "big", 5000, 0, "swap", ""),  # exceeds what is available
         call("reserve", "bad", "1.5", 0, "swap", ""),  # invalid amount
-        call("commit", "t0", "", ""),  # past its TTL: expired now, refused
+        call("commit", "t0", "", "", ""),  # past its TTL: expired now, refused
         call("release", "t1", ""),  # past its TTL: expired by the lazy expiry before it
         call("reserve", "r2", 30, 60_000, "buy", '{"k":1}'),
-        call("commit", "r1", 40, ""),  # partial
-        call("commit", "r1", 40, ""),  # repeat
-        call("commit", "r1", 50, ""),  # already committed with another amount
+        call("commit", "r1", 40, "", ""),  # partial
+        call("commit", "r1", 40, "", ""),  # repeat
+        call("commit", "r1", 50, "", ""),  # already committed with another amount
         call("release", "r1", ""),  # already committed
-        call("commit", "r2", 31, ""),  # more than held
+        call("commit", "r2", 31, "", ""),  # more than held
         call("release", "r2", '{"why":"x"}'),
         call("release", "r2", ""),  # repeat
-        call("commit", "r2", "", ""),  # already released
-        call("commit", "nope", "", ""),  # no such hold
+        call("commit", "r2", "", "", ""),  # already released
+        call("commit", "nope", "", "", ""),  # no such hold
         call("reserve", "r3", 900, 0, "swap", ""),  # fits once the expired holds are freed
     ]
 

@@ -59,7 +59,7 @@ def test_an_amount_with_leading_zeros_is_written_in_canonical_digits(env: dict[s
     assert reserve(env, "0070")[:3] == [ResultCode.ok, 1000, 70]
     assert env["client"].hget(env["k"].holds, "r1") == f"pending|70|0|{START_MS}|0|0|swap"
     commit = env["driver"].execute(Script("commit", env["keys"], [
-        START_MS, 1, 1, LABEL, "r1", "", "", 86_400_000, 16, 16]))
+        START_MS, 1, 1, LABEL, "r1", "", "", "", 86_400_000, 16, 16]))
     assert commit[:3] == [ResultCode.ok, 930, 0]
     events = [fields for _, fields in env["client"].xrange(env["k"].stream)][-2:]
     assert [(e["amt"], e["dt"], e["dl"]) for e in events] == [("70", "0", "70"),
@@ -96,7 +96,7 @@ def test_exceeds_available_writes_nothing(env: dict[str, Any]) -> None:
 def test_commit_and_release_of_an_unknown_hold(env: dict[str, Any]) -> None:
     before = snapshot(env)
     commit = env["driver"].execute(Script("commit", env["keys"], [
-        START_MS, 1, 1, LABEL, "r1", "", "", 86_400_000, 16, 16]))
+        START_MS, 1, 1, LABEL, "r1", "", "", "", 86_400_000, 16, 16]))
     release = env["driver"].execute(Script("release", env["keys"], [
         START_MS, 1, 1, LABEL, "r1", "", 86_400_000, 16, 16]))
     assert (commit[0], release[0]) == (ResultCode.hold_not_found, ResultCode.hold_not_found)
@@ -108,10 +108,10 @@ def test_commit_refuses_a_bad_amount(env: dict[str, Any]) -> None:
     before = snapshot(env)
     for amount in ("0", "-5", "2.5", "x"):
         reply = env["driver"].execute(Script("commit", env["keys"], [
-            START_MS, 1, 1, LABEL, "r1", amount, "", 86_400_000, 16, 16]))
+            START_MS, 1, 1, LABEL, "r1", amount, "", "", 86_400_000, 16, 16]))
         assert reply[0] == ResultCode.invalid_amount
     reply = env["driver"].execute(Script("commit", env["keys"], [
-        START_MS, 1, 1, LABEL, "r1", "101", "", 86_400_000, 16, 16]))
+        START_MS, 1, 1, LABEL, "r1", "101", "", "", 86_400_000, 16, 16]))
     assert reply[0] == ResultCode.exceeds_hold
     assert snapshot(env) == before
 

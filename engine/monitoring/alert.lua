@@ -20,11 +20,16 @@ ARGV[7] history_max   entries kept in the history list
 Returns {code, event_id, replaced_event_id}
   0 applied (replaced_event_id: the raise of the alert this one replaced, or 0)
   1 already so: the alert is open at this level (raise) or not open (clear); nothing written
+  40 ledger_not_loaded: shard 0's event counter is missing (Redis lost its data): nothing
+     written (an INCR here would recreate the counter that marks the shard as loaded)
 ]]
 local rcall = redis.call
 local active, history, stream, seq = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now_ms, action, key = ARGV[1], ARGV[4], ARGV[5]
 local history_max = tonumber(ARGV[7])
+if rcall('EXISTS', seq) == 0 then
+  return { 40, '0', '0' }
+end
 
 local function append(op, meta)
   local n = rcall('INCR', seq)

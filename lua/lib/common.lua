@@ -100,6 +100,82 @@ local function balances(acct_key)
   return total, locked
 end
 
+-- Checks before a script's first write (a script cannot roll back, so nothing may raise after
+-- it): each key it will touch is of its type or missing, the shard's event counter exists
+-- (else the shard's data is not loaded: code 40) and is an integer, and each account's total
+-- and locked are integers. Once per distinct key per call. Returns nil, or the code 40, or an
+-- error text for redis.error_reply. Fills known_balances, which the operations then use.
+local checked_keys = {}
+
+local function check_type(key, want)
+  if checked_keys[key] then
+    return nil
+  end
+  local t = rcall('TYPE', key)
+  t = t.ok or t
+  if t ~= want and t ~= 'none' then
+    return 'malformed key ' .. key .. ': ' .. t .. ' where a ' .. want .. ' belongs'
+  end
+  checked_keys[key] = t
+  return nil
+end
+
+-- The shard's event counter: missing = Redis lost (or never loaded) this shard's data.
+local function check_seq(seq_key)
+  if checked_keys[seq_key] then
+    return nil
+  end
+  local bad = check_type(seq_key, 'string')
+  if bad then
+    return bad
+  end
+  local v = rcall('GET', seq_key)
+  if not v then
+    checked_keys[seq_key] = nil
+    return 40
+  end
+  if not string.match(v, '^%d+$') or #v > 15 then
+    return 'malformed key ' .. seq_key .. ': not an event counter'
+  end
+  return nil
+end
+
+-- An account's hash and its balances (read here once, kept in known_balances).
+local function check_account(acct_key)
+  if checked_keys[acct_key] then
+    return nil
+  end
+  local bad = check_type(acct_key, 'hash')
+  if bad then
+    return bad
+  end
+  if checked_keys[acct_key] == 'hash' then
+    local v = rcall('HMGET', acct_key, 'total', 'locked')
+    if not (v[1] and v[2] and string.match(v[1], '^%d+$') and string.match(v[2], '^%d+$')) then
+      return 'malformed key ' .. acct_key .. ': total and locked must be integers'
+    end
+    known_balances[acct_key] = { tonumber(v[1]), tonumber(v[2]) }
+  end
+  return nil
+end
+
+-- keys: { acct, holds, expiry, ended, ops, stream, seq } of a per-account script; index: the
+-- reference index or nil.
+local function check_account_keys(keys, index)
+  return check_seq(keys.seq) or check_type(keys.stream, 'stream') or check_account(keys.acct)
+    or check_type(keys.holds, 'hash') or check_type(keys.expiry, 'zset')
+    or check_type(keys.ended, 'zset') or check_type(keys.ops, 'hash')
+    or (index and check_type(index, 'hash')) or nil
+end
+
+-- A check's answer as the script's reply: code 40 in the script's own reply shape (empty rest).
+local function checked_reply(bad, code40_reply)
+  if bad == 40 then
+    return code40_reply
+  end
+  return redis.error_reply(bad)
+end
+
 -- A call that runs many operations (hold_batch) defers the balance writes and the event counter
 -- to its end: one HSET per account and one SET per counter instead of one each per operation.
 -- Nothing else reads them in between (balances() and the counters below serve the call), and

@@ -113,9 +113,11 @@ local function hold_reserve(keys, label, ref, amount_raw, ttl_ms, optype, meta, 
   return hold_reply(0, total, locked, id, h)
 end
 
--- amount_raw "" commits the whole hold.
+-- amount_raw "" commits the whole hold. currency: with an amount, the currency it was converted
+-- with; the account must be in it (41), as a process's cache of reference -> account may be
+-- stale ("" = no check).
 local function hold_commit(keys, label, ref, amount_raw, meta, retention_ms, expire_max, prune_max,
-                           index)
+                           index, currency)
   -- validate
   local amount, amount_text = nil, nil
   if amount_raw ~= '' then
@@ -127,6 +129,9 @@ local function hold_commit(keys, label, ref, amount_raw, meta, retention_ms, exp
   local h, missing = find_hold(keys, ref)
   if not h then
     return hold_reply(missing)
+  end
+  if amount and currency and currency ~= '' and rcall('HGET', keys.acct, 'currency') ~= currency then
+    return hold_reply(41)
   end
 
   -- already ended
