@@ -83,6 +83,26 @@ def _monitor_snapshot(ctx: ApiContext) -> Any:
         requests_count=requests, errors_count=failures, latency_p99_ms=p99_ms)
 
 
+async def _check_generation(settings: Settings) -> None:
+    """At start: a brand-new deployment (empty ledger) gets its generation marker; Redis that
+    lost the ledger's state stays refused (503 ledger_not_loaded) until `reserves rebuild`.
+    Retried while Redis or the database cannot be reached."""
+    from engine.connection import sync_client
+    from persistence.generation import initialise_if_new
+
+    client = sync_client(settings)
+    try:
+        for attempt in range(limits.generation_check_attempts_max):
+            try:
+                await asyncio.to_thread(initialise_if_new, client, settings)
+                return
+            except Exception as exc:  # noqa: BLE001 - unreachable now: the scripts refuse meanwhile
+                log.warning("generation check failed (%s); retry %d", exc, attempt + 1)
+                await asyncio.sleep(limits.generation_check_interval_s)
+    finally:
+        client.close()
+
+
 async def _refresh_lag(ctx: ApiContext) -> None:
     from api.system import journal_lag
 
@@ -105,6 +125,10 @@ def create_app(settings: Settings | None = None, *, engine: ReserveEngine | None
         app.state.ctx = ctx
         tasks: list[asyncio.Task[None]] = []
         persister: tuple[threading.Thread, threading.Event] | None = None
+        if eng.settings.ledger_guard:
+            # before serving when it can (a new deployment's first writes find their marker)
+            tasks.append(asyncio.create_task(_check_generation(eng.settings)))
+            await asyncio.wait([tasks[-1]], timeout=limits.generation_check_wait_s)
         if config.persist_in_process:
             persister = _start_persister(ctx)
         if config.background_tasks:

@@ -119,7 +119,9 @@ def _restore_embedded() -> None:
     from persistence.rebuild import rebuild
 
     client, settings = _client_and_settings()
-    report = rebuild(client, settings, settings.database_url)  # type: ignore[attr-defined]
+    # no gap in the event ids: the persister that could hold events of the lost store died with it
+    report = rebuild(client, settings, settings.database_url,  # type: ignore[attr-defined]
+                     id_gap_count=0)
     if report.accounts_count:
         log.info("embedded store restored from %s: %d accounts, %d pending holds",
                  settings.database_url, report.accounts_count,  # type: ignore[attr-defined]

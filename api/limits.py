@@ -19,6 +19,11 @@ status_cache_ttl_s = 30.0
 # Background tasks of `reserves serve`.
 sweep_interval_s = 1.0
 saga_recover_interval_s = 30.0
+# The start-up check of the generation marker (api/app.py): waited for before serving, then
+# retried in the background while Redis or the database is unreachable.
+generation_check_wait_s = 5.0
+generation_check_interval_s = 2.0
+generation_check_attempts_max = 1000
 
 # GET /wallet/reserves/analytics
 period_days_default = 30

@@ -17,6 +17,9 @@ latency = Histogram("reserves_http_request_seconds", "HTTP request latency by ro
 balance = Gauge("reserves_balance", "Reserve balance in major units", ["account", "balance"])
 utilization = Gauge("reserves_utilization_percent", "Reserve utilization (locked / total)",
                     ["account"])
+ledger_problem = Gauge("reserves_ledger_problem",
+                       "1 while the ledger needs an operator (see /health), by code",
+                       ["code"])
 journal_length = Gauge("reserves_journal_length", "Journal events in the Redis streams")
 journal_pending = Gauge("reserves_journal_pending", "Journal events read, not yet persisted")
 journal_unread = Gauge("reserves_journal_unread", "Journal events not yet read by the persister")

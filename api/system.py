@@ -27,10 +27,39 @@ async def health(request: Request, ctx: ApiContext) -> Response:
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
         return error_response(503, f"Redis is unavailable: {type(exc).__name__}",
                               code="redis_unavailable")
+    problem = await ledger_problem(ctx)
+    if problem is not None:
+        return error_response(503, problem[1], code=problem[0])
     return json_response({"status": "ok"})
 
 
+async def ledger_problem(ctx: ApiContext) -> tuple[str, str] | None:
+    """(code, message) when the ledger needs an operator: Redis lost its state (no generation
+    marker or a shard's event counter: writes answer 503 ledger_not_loaded until `reserves
+    rebuild`), or the persister stopped on a divergence between Redis and the ledger."""
+    client, keys = ctx.engine.client, ctx.engine.ops.keys
+    divergence = await client.get(keys.divergence())
+    if divergence:
+        return ("ledger_diverged", "The persister stopped: the journal and the ledger disagree "
+                f"on an event ({divergence}); see the persister's log")
+    if not ctx.engine.settings.ledger_guard:  # a bare engine starts a lost Redis afresh
+        return None
+    present = [await client.exists(keys.generation())]
+    present += [await client.exists(keys.seq(shard)) for shard in range(keys.shard_count)]
+    if not all(present):
+        return ("ledger_not_loaded", "Redis does not hold the ledger (its data was lost); "
+                "writes are refused until an operator runs `reserves rebuild`")
+    return None
+
+
 async def refresh_gauges(ctx: ApiContext) -> None:
+    try:
+        problem = await ledger_problem(ctx)
+    except Exception as exc:  # noqa: BLE001 - metrics must not fail on a Redis hiccup
+        log.warning("metrics: ledger state unavailable: %s", exc)
+    else:
+        for code in ("ledger_not_loaded", "ledger_diverged"):
+            metrics.ledger_problem.labels(code).set(1 if problem and problem[0] == code else 0)
     try:
         for b in await ctx.engine.all_reserve_balances():
             label = b.account.label

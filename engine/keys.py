@@ -13,7 +13,9 @@ Redis Cluster every script over one account runs in one slot.
     {prefix}:{s<N>}:account_seq  the shard's account counter (account ids)
     {prefix}:{s<M>}:index        reference -> account label, in the shard of the reference
     {prefix}:generation          the deployment's generation marker: written when it is
-                                  initialised and by `reserves rebuild` (engine/generation.py)
+                                  initialised and by `reserves rebuild`
+                                  (persistence/generation.py)
+    {prefix}:ledger_divergence   a persister's divergence report (persistence/worker.py)
 """
 
 from __future__ import annotations
@@ -98,3 +100,7 @@ class KeySpace:
 
     def generation(self) -> str:
         return f"{self.prefix}:generation"
+
+    def divergence(self) -> str:
+        """Set by a persister that stopped on an event the ledger holds with other content."""
+        return f"{self.prefix}:ledger_divergence"

@@ -4,6 +4,7 @@ ReserveError (engine.errors)
 ├── Unavailable
 │   └── StoreUnavailable   the database cannot be reached now: retry with backoff
 └── StoreError             anything else the database refused (schema missing, bad data)
+    └── LedgerDiverged     an event id the ledger already holds with other content
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ class StoreUnavailable(Unavailable):
 
 class StoreError(ReserveError):
     status_code = 500
+
+
+class LedgerDiverged(StoreError):
+    """The journal carries an event whose id the ledger holds with other content: Redis lost
+    data and handed out the id again (or the ledger was written by another deployment). Never
+    a duplicate to skip: the persister stops and keeps the entry."""
 
 
 def is_transient(error: BaseException) -> bool:

@@ -38,3 +38,12 @@ period_days_max = 3650
 
 # Rebuild: Redis commands per pipeline round trip.
 rebuild_pipeline_max = 1000
+
+# Rebuild: the event counters restart this many events above the ledger's highest id per shard,
+# so that a new event never takes an id the lost generation handed out: the lost tail never
+# reached the ledger, but a persister may still hold a batch of it in memory (at most two
+# batches of batch_count_max per stream) and write it after the rebuild.
+rebuild_id_gap_count = 1_000_000
+
+# The divergence report a stopped persister leaves in Redis: at most this many characters.
+divergence_text_max = 2000

@@ -1,8 +1,9 @@
 """`reserves rebuild`: restore the Redis hot state from the book of record after Redis lost it.
 
 Restores, in the key layout of engine/keys.py: each account hash (balances = the ledger's sums),
-the per-shard account sets, the account and event counters (so that new ids continue above
-every persisted one), pending holds (holds hash, expiry zset, reference index), and, within the
+the per-shard account sets, the account and event counters (new event ids start
+limits.rebuild_id_gap_count events above every persisted one, so that they never repeat an id
+of the lost generation), the generation marker (persistence/generation.py), pending holds (holds hash, expiry zset, reference index), and, within the
 retention, ended holds and top-up / withdrawal records, so that a repeated call still gets its
 first answer. Events that never reached the database are lost with Redis: run the persister
 with a small lag.
@@ -20,6 +21,7 @@ from engine.config import Settings
 from engine.errors import Conflict
 from engine.keys import KeySpace
 from persistence import limits
+from persistence.generation import mark_loaded
 from persistence.store import Store, dt_to_ms, ms_to_dt
 
 _TRANSFER_KIND = {"reserve_topup": "topup", "reserve_withdrawal": "withdraw"}
@@ -79,8 +81,10 @@ def _counter(ids: Iterator[int], shard_count: int) -> dict[int, int]:
 
 def rebuild(
     redis_client: Any, settings: Settings, database_url: str, *, force: bool = False,
-    now_ms: int | None = None,
+    now_ms: int | None = None, id_gap_count: int = limits.rebuild_id_gap_count,
 ) -> RebuildReport:
+    """id_gap_count: 0 only where no other process can hold events of the lost Redis (the
+    embedded default, whose persister lives and dies with it)."""
     keys = KeySpace(settings.key_prefix, settings.shard_count)
     store = Store(database_url)
     try:
@@ -144,11 +148,15 @@ def rebuild(
         report.accounts_count += 1
     pipe.flush()
     account_counters = _counter(iter(a.id for a in accounts), keys.shard_count)
-    event_counters = {shard: (m - 1) // keys.shard_count + 1 for shard, m in max_ids.items()}
     for shard in range(keys.shard_count):
-        for key, value in ((keys.account_seq(shard), account_counters.get(shard, 0)),
-                           (keys.seq(shard), event_counters.get(shard, 0))):
-            current = int(redis_client.get(key) or 0)
-            if value > current:
-                redis_client.set(key, value)
+        key, value = keys.account_seq(shard), account_counters.get(shard, 0)
+        current = int(redis_client.get(key) or 0)
+        if value > current:
+            redis_client.set(key, value)
+    # the event counters and the marker last: until they are there, the scripts refuse (40)
+    event_counters = {shard: (m - 1) // keys.shard_count + 1 + id_gap_count
+                      for shard, m in max_ids.items()}
+    mark_loaded(redis_client, settings,
+                {s: event_counters.get(s, id_gap_count) for s in range(keys.shard_count)},
+                "rebuilt")
     return report

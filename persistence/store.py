@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.journal import MONEY_OPERATIONS, JournalEvent
 from persistence import limits
-from persistence.errors import translate
+from persistence.errors import LedgerDiverged, translate
 from persistence.schema import alerts, audit_log, holds, reserve_accounts, transactions
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -227,6 +227,30 @@ def _alert_row(e: JournalEvent) -> tuple[Any, ...]:
 
 Row = tuple[Any, ...]
 
+# What makes two events the same: every column of the transaction row but its metadata (JSON,
+# whose text the database may normalise).
+_IDENTITY = tuple(i for i, c in enumerate(TRANSACTION_COLUMNS) if c != "metadata")
+
+
+def _check_same(e: JournalEvent, row: Row) -> None:
+    mine = _transaction_row(e)
+    if all(_same(mine[i], row[i]) for i in _IDENTITY):
+        return
+    raise LedgerDiverged(
+        f"event {e.event_id} is in the ledger with other content: journal "
+        f"{_describe(mine)}, ledger {_describe(row)}",
+        code="ledger_diverged", event_id=e.event_id)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, datetime) and isinstance(b, datetime):
+        return dt_to_ms(a) == dt_to_ms(b)
+    return bool(a == b)
+
+
+def _describe(row: Row) -> str:
+    return ", ".join(f"{TRANSACTION_COLUMNS[i]}={row[i]}" for i in _IDENTITY[1:])
+
 
 def _fold_holds(events: Iterable[JournalEvent]) -> tuple[list[Row], list[Row]]:
     """Each hold's state after this batch's events (in journal order): full rows (its lock was
@@ -266,6 +290,9 @@ class Store:
     def write_batch(self, events: Sequence[JournalEvent]) -> int:
         """Write a batch in one transaction; returns how many events were new."""
         unique = {e.event_id: e for e in events}
+        if len(unique) != len(events):  # the same id twice in one batch: the same event?
+            for e in events:
+                _check_same(unique[e.event_id], _transaction_row(e))
         ordered = sorted(unique.values(), key=lambda e: e.event_id)
         for e in ordered:
             assert e.total_minor >= e.locked_minor or e.op == "audit", e
@@ -283,6 +310,8 @@ class Store:
         new = _apply(conn, transactions, TRANSACTION_COLUMNS, [_transaction_row(e) for e in events],
                      lambda stmt, _: stmt.on_conflict_do_nothing(index_elements=["event_id"])
                      .returning(transactions.c.event_id), direct=True)
+        if new < len(events):  # some ids were there already: a replay only if the same events
+            self._check_existing(conn, events)
         full, ends = _fold_holds(e for e in events if e.op in HOLD_OPERATIONS)
         _apply(conn, holds, HOLD_COLUMNS, full, _newer_hold_wins, direct=True)
         # An end whose lock came in an earlier batch keeps the lock's operation type (its
@@ -295,6 +324,16 @@ class Store:
                lambda stmt, _: stmt.on_conflict_do_nothing(index_elements=["event_id"]))
         self._write_alerts(conn, [e for e in events if e.op in ALERT_OPERATIONS])
         return new
+
+    def _check_existing(self, conn: sa.Connection, events: Sequence[JournalEvent]) -> None:
+        """Raise LedgerDiverged (rolling the batch back) if an event's id is in the ledger
+        with other content."""
+        t = transactions
+        rows = conn.execute(sa.select(*(t.c[c] for c in TRANSACTION_COLUMNS))
+                            .where(t.c.event_id.in_([e.event_id for e in events])))
+        by_id = {int(r[0]): tuple(r) for r in rows}
+        for e in events:
+            _check_same(e, by_id[e.event_id])
 
     def _write_alerts(self, conn: sa.Connection, events: Sequence[JournalEvent]) -> None:
         """An alert row per raise (its id is the raise's event id), ended by its clear."""
@@ -353,6 +392,15 @@ class Store:
         shard = ((t.c.event_id - 1) % shard_count).label("shard")
         stmt = sa.select(shard, sa.func.max(t.c.event_id)).group_by(shard)
         return {int(s): int(m) for s, m in self._read(stmt)}
+
+    def has_history(self) -> bool:
+        """Whether the ledger holds any event (False before the schema exists)."""
+        try:
+            if not sa.inspect(self.engine).has_table(transactions.name):
+                return False
+        except sa.exc.SQLAlchemyError as exc:
+            raise translate(exc) from exc
+        return bool(self._read(sa.select(transactions.c.event_id).limit(1)))
 
     def event_ids(self) -> list[int]:
         return [int(r[0]) for r in self._read(

@@ -9,7 +9,10 @@ One iteration takes at most batch_count_max entries per stream, in this order of
 The batch is written in ONE database transaction and only then acknowledged. A crash between
 the two makes the batch come back; the write is idempotent on the event id, so the effect is
 exactly once. While the database (or Redis) is unreachable the batch is kept and retried with
-backoff; errors not classified as transient stop the persister loudly.
+backoff; errors not classified as transient stop the persister loudly. An event whose id the
+ledger holds with OTHER content (Redis lost data and handed the id out again) is never taken
+for a duplicate: the batch is rolled back and kept unacknowledged, the persister stops, logs
+it and leaves a report in Redis (`{prefix}:ledger_divergence`) that /health and /metrics show.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from engine.config import Settings
 from engine.journal import JournalEvent
 from engine.keys import KeySpace
 from persistence import limits
-from persistence.errors import StoreUnavailable
+from persistence.errors import LedgerDiverged, StoreUnavailable
 from persistence.migrate import ensure_schema
 from persistence.store import Store
 
@@ -107,6 +110,7 @@ class Persister:
         self.store = store or Store(database_url)
         self.written_count = 0
         self.retry_count = 0  # transient failures so far (observability)
+        self.divergence: str | None = None  # why it stopped on a divergence, if it did
         self._batch = Batch()  # read, not yet acknowledged: retried until it is
         # The batch being written and acknowledged by the writer thread, while the next is read
         # and parsed here: the database's time overlaps the reading instead of adding to it.
@@ -320,7 +324,17 @@ class Persister:
                 log.warning("persister: entry %s of %s has no data; acknowledging", entry_id, stream)
                 continue
             events.append(JournalEvent.parse(entry_id, fields))
-        written = self.store.write_batch(events) if events else 0
+        try:
+            written = self.store.write_batch(events) if events else 0
+        except LedgerDiverged as exc:
+            self.divergence = exc.message
+            log.critical("persister %s stopped: %s; the entries stay unacknowledged in the "
+                         "stream", self.consumer, exc.message)
+            try:
+                self.redis.set(self.keys.divergence(), exc.message[:limits.divergence_text_max])
+            except redis_errors.RedisError as report_exc:  # the log line above still stands
+                log.error("persister: divergence not reported in Redis: %s", report_exc)
+            raise
         self._ack(batch)
         self.written_count += written
 

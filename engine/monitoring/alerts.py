@@ -179,6 +179,9 @@ class AlertBook:
     keys: KeySpace
     clock_ms: Callable[[], int] = wall_clock_ms
     on_transition: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
+    # as Settings.ledger_guard: False starts a shard without its event counter afresh (code
+    # 40); True leaves it to `reserves rebuild` and applies nothing meanwhile
+    ledger_guard: bool = False
 
     def __post_init__(self) -> None:
         self._script = self.client.register_script(_SCRIPT)
@@ -206,10 +209,15 @@ class AlertBook:
                 w = t.wanted
                 record = json.dumps({"account": w.account, "kind": w.kind, "level": w.level,
                                      "message": w.message, "value": w.value})
-            code, event_id, replaced_id = await self._script(
-                keys=[self.active_key, self.history_key, self.keys.stream(0), self.keys.seq(0)],
-                args=[self.clock_ms(), 1, self.keys.shard_count, t.action, t.key, record,
-                      limits.history_count_max])
+            call = {"keys": [self.active_key, self.history_key, self.keys.stream(0),
+                             self.keys.seq(0)],
+                    "args": [self.clock_ms(), 1, self.keys.shard_count, t.action, t.key, record,
+                             limits.history_count_max]}
+            code, event_id, replaced_id = await self._script(**call)
+            if int(code) == 40 and not self.ledger_guard:  # a new deployment's first event
+                await self.client.set(self.keys.seq(0), 0, nx=True)
+                await self.client.set(self.keys.generation(), f"1:{self.clock_ms()}", nx=True)
+                code, event_id, replaced_id = await self._script(**call)
             if int(code) != 0:
                 continue
             event: dict[str, Any] = {"action": t.action, "key": t.key,

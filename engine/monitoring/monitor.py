@@ -37,7 +37,8 @@ class Monitor:
         self.config = config or MonitorConfig.from_env(engine.registry)
         clock = engine.ops.clock_ms
         keys = engine.ops.keys
-        self.alerts = AlertBook(engine.client, keys, clock)
+        self.alerts = AlertBook(engine.client, keys, clock,
+                                ledger_guard=engine.settings.ledger_guard)
         self.samples = SampleBook(engine.client, keys, clock)
         self.sender = sender or WebhookSender(self.config.webhook_urls, self.config.webhook_secret)
         self.alerts.on_transition.append(self._notify)
