@@ -106,6 +106,7 @@ end
 -- and locked are integers. Once per distinct key per call. Returns nil, or the code 40, or an
 -- error text for redis.error_reply. Fills known_balances, which the operations then use.
 local checked_keys = {}
+local checked_seqs = {} -- seq_key -> its value when checked (a deferring call starts from it)
 
 local function check_type(key, want)
   if checked_keys[key] then
@@ -120,23 +121,21 @@ local function check_type(key, want)
   return nil
 end
 
--- The shard's event counter: missing = Redis lost (or never loaded) this shard's data.
+-- The shard's event counter: missing = Redis lost (or never loaded) this shard's data. (GET
+-- and HMGET below answer WRONGTYPE themselves, before any write: no TYPE call needed.)
 local function check_seq(seq_key)
   if checked_keys[seq_key] then
     return nil
   end
-  local bad = check_type(seq_key, 'string')
-  if bad then
-    return bad
-  end
   local v = rcall('GET', seq_key)
   if not v then
-    checked_keys[seq_key] = nil
     return 40
   end
   if not string.match(v, '^%d+$') or #v > 15 then
     return 'malformed key ' .. seq_key .. ': not an event counter'
   end
+  checked_seqs[seq_key] = tonumber(v)
+  checked_keys[seq_key] = 'string'
   return nil
 end
 
@@ -145,17 +144,16 @@ local function check_account(acct_key)
   if checked_keys[acct_key] then
     return nil
   end
-  local bad = check_type(acct_key, 'hash')
-  if bad then
-    return bad
+  local v = rcall('HMGET', acct_key, 'total', 'locked')
+  if not v[1] and not v[2] and rcall('EXISTS', acct_key) == 0 then
+    checked_keys[acct_key] = 'none' -- no such account: the operations answer 11
+    return nil
   end
-  if checked_keys[acct_key] == 'hash' then
-    local v = rcall('HMGET', acct_key, 'total', 'locked')
-    if not (v[1] and v[2] and string.match(v[1], '^%d+$') and string.match(v[2], '^%d+$')) then
-      return 'malformed key ' .. acct_key .. ': total and locked must be integers'
-    end
-    known_balances[acct_key] = { tonumber(v[1]), tonumber(v[2]) }
+  if not (v[1] and v[2] and string.match(v[1], '^%d+$') and string.match(v[2], '^%d+$')) then
+    return 'malformed key ' .. acct_key .. ': total and locked must be integers'
   end
+  known_balances[acct_key] = { tonumber(v[1]), tonumber(v[2]) }
+  checked_keys[acct_key] = 'hash'
   return nil
 end
 
@@ -215,7 +213,7 @@ local function apply(acct_key, stream_key, seq_key, op, label, ref, amount, d_to
     if d_total ~= 0 or d_locked ~= 0 then
       deferred_accounts[acct_key] = true
     end
-    seq = deferred_seqs[seq_key]
+    seq = deferred_seqs[seq_key] or checked_seqs[seq_key]
     if seq == nil then
       seq = tonumber(rcall('GET', seq_key) or '0')
     end
