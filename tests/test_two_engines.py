@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from engine.batching import batch_script
 from engine.engine import ReserveEngine
-from engine.errors import CurrencyMismatch
+from engine.errors import CurrencyMismatch, ResultCode
 from engine.service import ReserveService
 from tests.engine_helpers import Clock
 
@@ -88,3 +89,20 @@ async def test_two_batching_engines_convert_with_the_hold_account(backend: dict[
     finally:
         for engine in (a, b):
             await engine.close()
+
+
+def test_hold_batch_refuses_a_commit_of_another_currency(backend: dict[str, Any]) -> None:
+    """hold_batch carries each commit's currency: the stale one is 41, its neighbour commits."""
+    service = ReserveService(backend["sync"], _settings(backend), clock_ms=Clock())
+    service.top_up_reserve("UGX", "100", "fiat", "seed")
+    service.reserve_amount("UGX", "50", "fiat", "h1", "swap")
+    service.reserve_amount("UGX", "30", "fiat", "h2", "swap")
+    ops = service.ops
+    commands = [ops.commit("h1", 1_000_000, None, "USDT").send(None),
+                ops.commit("h2", 10, None, "UGX").send(None)]
+    stale, fine = service.driver.execute(batch_script(commands))
+    assert stale[0] == ResultCode.currency_mismatch
+    assert (fine[0], fine[6]) == (ResultCode.ok, 10)
+    assert service.get_hold("h1")["state"] == "pending"
+    ugx = service.get_reserve_balance("UGX", "fiat")
+    assert (ugx["total_balance"], ugx["locked_balance"]) == (Decimal("90"), Decimal("50"))
