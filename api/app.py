@@ -80,7 +80,8 @@ def _monitor_snapshot(ctx: ApiContext) -> Any:
     lag = ctx.extras.get("lag")
     return MetricsSnapshot(
         persister_lag_ms=int(lag["oldest_unpersisted_age_s"] * 1000) if lag else None,
-        requests_count=requests, errors_count=failures, latency_p99_ms=p99_ms)
+        requests_count=requests, errors_count=failures, latency_p99_ms=p99_ms,
+        ledger_diverged=ctx.extras.get("ledger_diverged"))
 
 
 async def _check_generation(settings: Settings) -> None:
@@ -104,9 +105,16 @@ async def _check_generation(settings: Settings) -> None:
 
 
 async def _refresh_lag(ctx: ApiContext) -> None:
-    from api.system import journal_lag
+    from api.system import journal_lag, ledger_problem
 
     ctx.extras["lag"] = await journal_lag(ctx)
+    try:
+        problem = await ledger_problem(ctx)
+    except Exception as exc:  # noqa: BLE001 - unknown now: the alert keeps its state
+        log.warning("ledger state unavailable: %s", exc)
+        ctx.extras["ledger_diverged"] = None
+    else:
+        ctx.extras["ledger_diverged"] = problem is not None and problem[0] == "ledger_diverged"
 
 
 def create_app(settings: Settings | None = None, *, engine: ReserveEngine | None = None,

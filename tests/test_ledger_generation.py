@@ -9,6 +9,7 @@ Each test runs its own redis-server (never the shared one) or its own key prefix
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -17,10 +18,11 @@ import httpx
 import pytest
 import redis
 
-from api.app import create_app
+from api.app import _monitor_snapshot, _refresh_lag, create_app
 from api.context import ApiConfig
 from engine.config import Settings
 from engine.engine import ReserveEngine
+from engine.monitoring.alerts import system_alerts
 from engine.service import ReserveService
 from persistence import limits
 from persistence.errors import LedgerDiverged
@@ -170,4 +172,28 @@ def test_persister_stops_on_an_id_the_ledger_holds_with_other_content(
     assert [p["message_id"] for p in pending] == [entry_id]  # kept, not acknowledged
     assert client.xrange(stream, min=entry_id, max=entry_id)[0][1] == planted
     assert f"event {top_up['id']}" in client.get(service.ops.keys.divergence())
+
+    # what an operator sees: /health, /metrics and a critical system alert
+    async def seen() -> None:
+        engine = ReserveEngine(backend["async_factory"](), settings)
+        app = create_app(settings, engine=engine, config=ApiConfig(background_tasks=False))
+        try:
+            async with app.router.lifespan_context(app):
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+                    health = await http.get("/health")
+                    assert health.status_code == 503
+                    assert health.json()["code"] == "ledger_diverged"
+                    assert f"event {top_up['id']}" in health.json()["error"]
+                    metrics = (await http.get("/metrics")).text
+                    assert 'reserves_ledger_problem{code="ledger_diverged"} 1.0' in metrics
+                    ctx = app.state.ctx
+                    await _refresh_lag(ctx)
+                    wanted, _ = system_alerts(_monitor_snapshot(ctx), {})
+                    assert [(w.kind, w.level) for w in wanted] == [("ledger_diverged",
+                                                                     "critical")]
+        finally:
+            await engine.close()
+
+    asyncio.run(seen())
     client.delete(service.ops.keys.divergence())

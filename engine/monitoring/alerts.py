@@ -38,7 +38,7 @@ class Wanted:
     """An alert that should be open now."""
 
     account: str
-    kind: str  # utilization | floor | persister_lag | error_rate | latency_p99
+    kind: str  # utilization | floor | persister_lag | error_rate | latency_p99 | ledger_diverged
     level: str
     message: str
     value: str = ""
@@ -56,6 +56,8 @@ class MetricsSnapshot:
     requests_count: int | None = None
     errors_count: int | None = None
     latency_p99_ms: int | None = None
+    # the persister stopped on an event the ledger holds with other content (persistence/worker)
+    ledger_diverged: bool | None = None
 
 
 def utilization_level(locked_minor: int, total_minor: int, open_level: str | None,
@@ -145,6 +147,12 @@ def system_alerts(snapshot: MetricsSnapshot, open_levels: Mapping[str, str]) -> 
             wanted.append(Wanted(SYSTEM_ACCOUNT, "latency_p99", "warning",
                                  f"p99 latency {p99_ms} ms exceeds {limits.latency_p99_ms_max} ms",
                                  str(p99_ms)))
+    if snapshot.ledger_diverged is not None:
+        measured.add("ledger_diverged")
+        if snapshot.ledger_diverged:
+            wanted.append(Wanted(SYSTEM_ACCOUNT, "ledger_diverged", "critical",
+                                 "the persister stopped: the journal and the ledger disagree on "
+                                 "an event (see /health and the persister's log)", "1"))
     return wanted, measured
 
 
