@@ -10,8 +10,9 @@ Each test runs its own redis-server (never the shared one) or its own key prefix
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,13 +34,35 @@ from persistence.reconcile import reconcile
 from persistence.store import Store
 from persistence.worker import Persister
 from tests.api_server import ADMIN, ADMIN_TOKEN, SERVICE, SERVICE_TOKEN
-from tests.services import redis_server
+from tests.services import free_port, redis_server
+
+
+class OwnRedis:
+    """A throwaway redis-server (without AOF) this test may restart empty."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._server: Any = None
+
+    def start(self) -> None:
+        self._server = redis_server(port=self.port)
+        self._server.__enter__()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.__exit__(None, None, None)
+            self._server = None
 
 
 @pytest.fixture
-def own_redis() -> Any:
-    with redis_server() as url:
-        yield url
+def own_redis() -> Iterator[OwnRedis]:
+    server = OwnRedis()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 async def _app(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, ReserveEngine]]:
@@ -54,9 +77,20 @@ async def _app(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Res
         await engine.close()
 
 
+async def _post(http: httpx.AsyncClient, path: str, headers: dict[str, str],
+                body: dict[str, Any]) -> httpx.Response:
+    """POST, again while the answer is redis_unavailable: after a restart each pooled connection
+    the restart broke fails once (the README says so)."""
+    for _ in range(20):
+        response = await http.post(path, headers=headers, json=body)
+        if response.status_code != 503 or response.json()["code"] != "redis_unavailable":
+            break
+    return response
+
+
 async def _top_up(http: httpx.AsyncClient, amount: str, reference: str) -> httpx.Response:
-    return await http.post("/wallet/reserves/USDT/crypto/topup", headers=ADMIN,
-                           json={"amount": amount, "source_reference": reference})
+    return await _post(http, "/wallet/reserves/USDT/crypto/topup", ADMIN,
+                       {"amount": amount, "source_reference": reference})
 
 
 def _drain(client: Any, settings: Settings) -> None:
@@ -75,13 +109,14 @@ def _ledger_rows(database_url: str) -> list[tuple[Any, ...]]:
         store.close()
 
 
-async def test_redis_loss_is_refused_until_rebuild(own_redis: str,
-                                                   fresh_database_url: str) -> None:
-    settings = replace(Settings(), redis_url=own_redis, database_url=fresh_database_url,
+@pytest.mark.parametrize("loss", ["flushall", "restart"])
+async def test_redis_loss_is_refused_until_rebuild(own_redis: OwnRedis, fresh_database_url: str,
+                                                   loss: str) -> None:
+    settings = replace(Settings(), redis_url=own_redis.url, database_url=fresh_database_url,
                        key_prefix="gen", ledger_guard=True, admin_tokens=(ADMIN_TOKEN,),
                        service_tokens=(SERVICE_TOKEN,))
     ensure_schema(fresh_database_url)
-    client = redis.Redis.from_url(own_redis, decode_responses=True)
+    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
     async for http, engine in _app(settings):
         # a brand-new deployment (empty ledger) initialises its marker itself
         assert (await http.get("/health")).json() == {"status": "ok"}
@@ -95,7 +130,12 @@ async def test_redis_loss_is_refused_until_rebuild(own_redis: str,
         persisted = _ledger_rows(fresh_database_url)
         max_id = max(r[0] for r in persisted)
 
-        client.flushall()  # Redis lost everything; this process keeps its warm caches
+        # Redis loses everything; this process keeps its warm caches
+        if loss == "flushall":
+            client.flushall()
+        else:  # a restart without AOF
+            own_redis.stop()
+            own_redis.start()
         response = await _top_up(http, "10", "t3")
         assert response.status_code == 503
         assert response.json()["code"] == "ledger_not_loaded"
@@ -106,7 +146,7 @@ async def test_redis_loss_is_refused_until_rebuild(own_redis: str,
             ("/wallet/reserves/USDT/crypto/withdraw",
              {"amount": "1", "destination_reference": "w1"}, ADMIN),
         ):
-            refused = await http.post(path, headers=headers, json=body)
+            refused = await _post(http, path, headers, body)
             assert (refused.status_code, refused.json()["code"]) == (503, "ledger_not_loaded")
         assert client.dbsize() == 0  # nothing reopened at zero, no counter restarted
         health = await http.get("/health")
@@ -125,7 +165,7 @@ async def test_redis_loss_is_refused_until_rebuild(own_redis: str,
         assert after.json()["transaction_id"] == max_id + limits.rebuild_id_gap_count + 1
         repeat = await _top_up(http, "10", "t0")  # made before the loss: still a repeat
         assert repeat.status_code == 200
-        committed = await http.post("/wallet/reserves/holds/h1/commit", headers=SERVICE, json={})
+        committed = await _post(http, "/wallet/reserves/holds/h1/commit", SERVICE, {})
         assert committed.status_code == 200, committed.text
 
         _drain(client, settings)
@@ -139,8 +179,14 @@ async def test_redis_loss_is_refused_until_rebuild(own_redis: str,
 
 
 @pytest.mark.parametrize("backend", ["redis"], indirect=True)  # the persister's real Redis
+@pytest.mark.parametrize("database", ["postgres", "sqlite"])
 def test_persister_stops_on_an_id_the_ledger_holds_with_other_content(
-        backend: dict[str, Any], fresh_database_url: str) -> None:
+        backend: dict[str, Any], database: str, tmp_path: Path,
+        request: pytest.FixtureRequest) -> None:
+    if database == "postgres":
+        fresh_database_url = request.getfixturevalue("fresh_database_url")
+    else:
+        fresh_database_url = f"sqlite:///{tmp_path / 'ledger.db'}"
     settings = replace(backend["settings"], database_url=fresh_database_url)
     ensure_schema(fresh_database_url)
     client = backend["sync"]
@@ -190,8 +236,7 @@ def test_persister_stops_on_an_id_the_ledger_holds_with_other_content(
                     ctx = app.state.ctx
                     await _refresh_lag(ctx)
                     wanted, _ = system_alerts(_monitor_snapshot(ctx), {})
-                    assert [(w.kind, w.level) for w in wanted] == [("ledger_diverged",
-                                                                     "critical")]
+                    assert ("ledger_diverged", "critical") in [(w.kind, w.level) for w in wanted]
         finally:
             await engine.close()
 
