@@ -182,7 +182,7 @@ class Ops:
             total, locked = 0, 0
         return Balance(account, int(total), int(locked))
 
-    def balances(self, specs: Sequence[AccountSpec]) -> Op[list[Balance]]:
+    def balances(self, specs: Sequence[AccountSpec], reopen: bool = True) -> Op[list[Balance]]:
         """Balances of several accounts in one round trip (after opening unknown ones)."""
         accounts = []
         for spec in specs:
@@ -190,6 +190,11 @@ class Ops:
         replies = yield Batch(
             tuple(Call("hmget", (self.keys.account(s.label).acct, "total", "locked")) for s in specs)
         )
+        vanished = [s.label for s, (total, _) in zip(specs, replies, strict=True) if total is None]
+        if vanished and reopen:  # Redis lost them (a cached account): never shown as zero
+            for label in vanished:
+                self._accounts.pop(label, None)
+            return (yield from self.balances(specs, reopen=False))
         return [
             Balance(account, int(total or 0), int(locked or 0))
             for account, (total, locked) in zip(accounts, replies, strict=True)

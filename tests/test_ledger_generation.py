@@ -23,6 +23,7 @@ from api.app import _monitor_snapshot, _refresh_lag, create_app
 from api.context import ApiConfig
 from engine.config import Settings
 from engine.engine import ReserveEngine
+from engine.errors import LedgerNotLoaded
 from engine.monitoring.alerts import system_alerts
 from engine.service import ReserveService
 from persistence import limits
@@ -148,6 +149,10 @@ async def test_redis_loss_is_refused_until_rebuild(own_redis: OwnRedis, fresh_da
         ):
             refused = await _post(http, path, headers, body)
             assert (refused.status_code, refused.json()["code"]) == (503, "ledger_not_loaded")
+        status = await http.get("/wallet/reserves/USDT/crypto/balance", headers=ADMIN)
+        assert (status.status_code, status.json()["code"]) == (503, "ledger_not_loaded")
+        with pytest.raises(LedgerNotLoaded):  # never shown as zero (the dashboard's read)
+            await engine.all_reserve_balances()
         assert client.dbsize() == 0  # nothing reopened at zero, no counter restarted
         health = await http.get("/health")
         assert health.status_code == 503
