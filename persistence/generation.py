@@ -45,31 +45,31 @@ def mark_loaded(client: Any, settings: Settings, counters: dict[int, int], label
     client.set(keys.generation(), f"{label}:{time.time_ns() // 1_000_000}")
 
 
-def ledger_has_history(database_url: str) -> bool:
-    """Whether the book of record holds any event (no table yet: none)."""
-    store = Store(database_url)
-    try:
-        return store.has_history()
-    finally:
-        store.close()
-
-
 def initialise_if_new(client: Any, settings: Settings) -> bool:
-    """At a process's start: True when Redis holds the ledger's state, or when it is a brand-new
-    deployment (an empty ledger), which is initialised here. False when Redis lacks the marker
-    while the ledger has history: Redis lost its data, writes answer 503 ledger_not_loaded until
-    an operator runs `reserves rebuild`."""
+    """At a process's start: True when Redis holds the ledger's state (then the marker is
+    written, if missing). Shard by shard: an event counter present is loaded; one missing where
+    the ledger has no event of that shard (a new deployment, a shard never used) is started at
+    0; one missing where the ledger has events of it is Redis that lost that shard's data: left
+    missing, so its writes answer 503 ledger_not_loaded until an operator runs `reserves
+    rebuild`, and then False."""
     keys = KeySpace(settings.key_prefix, settings.shard_count)
-    if _counters_present(client, keys):
-        # a deployment from before the marker: its counters say Redis has its state
-        client.set(keys.generation(), f"adopted:{time.time_ns() // 1_000_000}", nx=True)
-        return True
-    if ledger_has_history(settings.database_url):
-        log.error("Redis does not hold the ledger's state (no generation marker) while the "
-                  "ledger %s has history: writes are refused (503 ledger_not_loaded) until "
-                  "`reserves rebuild` runs",
-                  sa.make_url(settings.database_url).render_as_string(hide_password=True))
-        return False
-    mark_loaded(client, settings, {}, "new")
-    log.info("new deployment: generation marker written")
+    missing = [s for s in range(keys.shard_count) if not client.exists(keys.seq(s))]
+    if missing:
+        store = Store(settings.database_url)
+        try:
+            used = store.max_event_ids(keys.shard_count) if store.has_history() else {}
+        finally:
+            store.close()
+        lost = [s for s in missing if s in used]
+        for shard in missing:
+            if shard not in lost:
+                client.set(keys.seq(shard), 0, nx=True)
+        if lost:
+            log.error("Redis does not hold the ledger's state (shards %s have no event counter "
+                      "while the ledger %s has their events): their writes are refused (503 "
+                      "ledger_not_loaded) until `reserves rebuild` runs", lost,
+                      sa.make_url(settings.database_url).render_as_string(hide_password=True))
+            return False
+    if client.set(keys.generation(), f"checked:{time.time_ns() // 1_000_000}", nx=True):
+        log.info("generation marker written (%d shard(s) started)", len(missing))
     return True

@@ -37,6 +37,7 @@ def _report(args: argparse.Namespace) -> int:
     from engine.errors import ReserveError
     from engine.registry import CurrencyRegistry
     from engine.service import ReserveService
+    from persistence.generation import initialise_if_new
     from persistence.report import build_report, render
 
     settings = Settings.from_env()
@@ -45,7 +46,9 @@ def _report(args: argparse.Namespace) -> int:
     try:
         balances = None
         if settings.redis_url is not None and until is None:
-            balances = ReserveService(settings=settings, registry=registry).get_all_reserves()
+            service = ReserveService(settings=settings, registry=registry)
+            initialise_if_new(service.client, settings)  # reserves never opened are opened
+            balances = service.get_all_reserves()
         text = render(build_report(settings.database_url, registry, args.period, balances, until),
                       args.format)
     except ReserveError as exc:

@@ -24,6 +24,7 @@ from api.context import ApiConfig
 from engine.config import Settings
 from engine.engine import ReserveEngine
 from engine.errors import LedgerNotLoaded
+from engine.keys import KeySpace
 from engine.monitoring.alerts import system_alerts
 from engine.service import ReserveService
 from persistence import limits
@@ -247,3 +248,38 @@ def test_persister_stops_on_an_id_the_ledger_holds_with_other_content(
 
     asyncio.run(seen())
     client.delete(service.ops.keys.divergence())
+
+
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)
+def test_the_start_check_goes_shard_by_shard(backend: dict[str, Any],
+                                             fresh_database_url: str) -> None:
+    """Several shards: a deployment from before the marker is adopted (its counters say Redis
+    has its state); after a loss, a shard the ledger has events of stays refused while shards
+    it never used start at 0; rebuild loads the rest."""
+    settings = replace(backend["settings"], database_url=fresh_database_url, shard_count=4,
+                       ledger_guard=True)
+    ensure_schema(fresh_database_url)
+    client, keys = backend["sync"], KeySpace(settings.key_prefix, 4)
+    assert initialise_if_new(client, settings) is True  # new: every shard starts at 0
+    assert is_loaded(client, settings)
+    service = ReserveService(client, settings)
+    service.top_up_reserve("USDT", "10", "crypto", "t0")
+    used = keys.account("RESERVE_USDT_CRYPTO").shard
+    _drain(client, settings)
+
+    client.delete(keys.generation())  # as before the marker existed
+    assert initialise_if_new(client, settings) is True
+    assert is_loaded(client, settings)
+
+    for key in list(client.scan_iter(match=f"{settings.key_prefix}:*")):
+        client.delete(key)  # Redis lost everything
+    assert initialise_if_new(client, settings) is False
+    assert [client.get(keys.seq(s)) for s in range(4)] == [
+        None if s == used else "0" for s in range(4)]
+    assert not is_loaded(client, settings)
+    with pytest.raises(LedgerNotLoaded):
+        ReserveService(client, settings).top_up_reserve("USDT", "10", "crypto", "t1")
+    rebuild(client, settings, fresh_database_url)
+    assert is_loaded(client, settings)
+    assert ReserveService(client, settings).top_up_reserve(
+        "USDT", "10", "crypto", "t1")["new_total_balance"] == 20
