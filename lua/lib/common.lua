@@ -131,7 +131,7 @@ local function check_seq(seq_key)
   if not v then
     return 40
   end
-  if not string.match(v, '^%d+$') or #v > 15 then
+  if not string.match(v, '^%d+$') or #v > 16 or tonumber(v) > AMOUNT_MAX then
     return 'malformed key ' .. seq_key .. ': not an event counter'
   end
   checked_seqs[seq_key] = tonumber(v)
