@@ -127,11 +127,15 @@ class Client:
 
 @dataclass
 class Checks:
-    rows: list[tuple[str, bool, str]] = field(default_factory=list)
+    rows: list[tuple[str, str, str]] = field(default_factory=list)  # name, ok|FAIL|skip, detail
 
     def check(self, name: str, ok: bool, detail: Any = "") -> bool:
-        self.rows.append((name, bool(ok), str(detail)))
+        self.rows.append((name, "ok" if ok else "FAIL", str(detail)))
         return bool(ok)
+
+    def skip(self, name: str, why: str) -> None:
+        """A check this run could not make (shown, not a failure)."""
+        self.rows.append((name, "skip", why))
 
     def equal(self, name: str, got: Any, want: Any) -> bool:
         ok = got == want
@@ -164,16 +168,18 @@ class Checks:
 
     @property
     def failed(self) -> int:
-        return sum(1 for _, ok, _ in self.rows if not ok)
+        return sum(1 for _, result, _ in self.rows if result == "FAIL")
 
     def print_table(self, title: str, out: Any = sys.stdout) -> None:
         width = max([len(n) for n, _, _ in self.rows] + [5])
         print(f"\n{title}", file=out)
         print(f"{'check'.ljust(width)}  {'ok'.ljust(4)}  detail", file=out)
         print(f"{'-' * width}  ----  {'-' * 40}", file=out)
-        for name, ok, detail in self.rows:
-            print(f"{name.ljust(width)}  {'ok  ' if ok else 'FAIL'}  {detail[:120]}", file=out)
-        print(f"\n{len(self.rows) - self.failed} ok, {self.failed} failed", file=out)
+        for name, result, detail in self.rows:
+            print(f"{name.ljust(width)}  {result.ljust(4)}  {detail[:120]}", file=out)
+        skipped = sum(1 for _, result, _ in self.rows if result == "skip")
+        print(f"\n{len(self.rows) - self.failed - skipped} ok, {self.failed} failed, "
+              f"{skipped} skipped", file=out)
 
 
 # -- shared helpers (also used by test_swap_and_mobile_money.py) --------------------------------
