@@ -297,7 +297,11 @@ class ReserveSystemRun:
         health = self.c.get("/health", token=None)
         if not ck.check("GET /health answers 200", health.status == 200, health.brief()):
             return ck
-        before = snapshot(self.c, reserves)
+        try:
+            before = snapshot(self.c, reserves)
+        except RuntimeError as exc:  # e.g. a wrong token: nothing else can run
+            ck.check("first reading of the reserves", False, exc)
+            return ck
         ck.check("first reading of the reserves", True,
                  "; ".join(f"{k} total={t} locked={l}" for k, (t, l) in before.items()))
         self.counts0 = self.operation_counts()

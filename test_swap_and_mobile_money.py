@@ -82,7 +82,11 @@ class FlowsRun:
         if not ck.check("GET /health answers 200", health.status == 200, health.brief()):
             return ck
         reserves = [(self.crypto, "crypto"), (self.fiat, "fiat")]
-        before = snapshot(self.c, reserves)
+        try:
+            before = snapshot(self.c, reserves)
+        except RuntimeError as exc:  # e.g. a wrong token: nothing else can run
+            ck.check("first reading of the reserves", False, exc)
+            return ck
         ck.check("first reading of the reserves", True,
                  "; ".join(f"{k} total={t} locked={l}" for k, (t, l) in before.items()))
         self.units = {self.crypto: minor_unit(self.c, self.crypto, "crypto"),
