@@ -468,6 +468,11 @@ class ReserveSystemRun:
         r = reserve_of(self.c, currency, account_type)
         ck.equal(f"{cur} balance shows the lock", (r["locked_balance"], r["available_balance"]),
                  (locked0 + hold, available - hold))
+        status = self.c.get("/wallet/reserves/status")
+        listed = status.get("reserves", account_type, currency) or {}
+        ck.equal(f"{cur} status shows the lock at once (the cache follows changes)",
+                 (listed.get("locked_balance"), listed.get("available_balance")),
+                 (locked0 + hold, available - hold))
 
         # a second hold, committed in part: the commit takes money out (restored at the end)
         part = hold / 2
