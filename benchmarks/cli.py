@@ -49,6 +49,10 @@ def _bench(args: argparse.Namespace) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     out = args.out if args.out is not None else Path.cwd()
     if args.render:
+        if not (out / "results.json").exists():  # the default moved from benchmarks/ to the cwd
+            print(f"no results.json in {out}: give the run's folder with --out "
+                  "(the committed run: --out benchmarks)", file=sys.stderr)
+            return 2
         report.render(out)
         print(f"rendered {out / 'RESULTS.md'}")
         return 0

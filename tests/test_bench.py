@@ -392,3 +392,15 @@ def test_missing_tools_name_the_scenarios_to_run_without_them(
         "- redis-benchmark is not installed (for limit, paired): apt-get install -y redis-tools",
         "- wrk is not installed (for http): apt-get install -y wrk",
         "or run only the others: --scenarios engine"]
+
+
+def test_render_without_results_names_the_folder_to_give(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
+    from engine.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--render"]) == 2
+    assert capsys.readouterr().err == (f"no results.json in {tmp_path}: give the run's folder "
+                                       "with --out (the committed run: --out benchmarks)\n")
+    assert list(tmp_path.iterdir()) == []
