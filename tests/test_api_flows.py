@@ -9,6 +9,7 @@ import functools
 import hashlib
 import hmac
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -105,7 +106,8 @@ class Api:
                  signature: str | None = None) -> httpx.Response:
         """The provider's callback: HMAC-SHA256 of the raw body, hex, in X-Signature."""
         raw = json.dumps({"provider_tx_id": operation["provider_tx_id"],
-                          "reference_id": operation["reference_id"], "status": status}).encode()
+                          "reference_id": operation["reference_id"], "status": status,
+                          "timestamp_ms": int(time.time() * 1000)}).encode()
         if signature is None:
             signature = hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
         return self.http.post("/wallet/mobile-money/callback", content=raw,
