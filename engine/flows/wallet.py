@@ -16,7 +16,7 @@ from engine.flows.mobile_money import MobileMoney
 from engine.flows.providers import MobileMoneyProvider, SimulatedProvider
 from engine.flows.quotes import Quotes
 from engine.flows.rates import PriceSource, StaticPriceSource
-from engine.flows.store import FlowStore, decode
+from engine.flows.store import FlowStore, call, decode
 from engine.flows.swap import KIND as SWAP_KIND
 from engine.flows.swap import Swaps
 from engine.flows.users import Users
@@ -70,7 +70,10 @@ class Wallet:
             try:
                 await self._recover_one(kind, ref)
             except Exception as err:  # noqa: BLE001 (one flow's failure stays with that flow)
-                await self._failed(kind, ref, err)
+                try:
+                    await self._failed(kind, ref, err)
+                except Exception:  # noqa: BLE001 (e.g. Redis down: the next pass tries again)
+                    log.exception("flow %s:%s: recording a failed recovery failed", kind, ref)
         return RecoverResult(len(due), len(due) - await self._still_due())
 
     async def _recover_one(self, kind: str, ref: str) -> None:
@@ -86,19 +89,20 @@ class Wallet:
             raise ValueError(f"unknown flow kind {kind!r}")
 
     async def _is_open(self, kind: str, ref: str) -> bool:
-        from engine.flows.store import call
-
-        return await self.engine.run(call("zscore", self.store.open_key, f"{kind}:{ref}")) \
-            is not None
+        score = await self.engine.run(call("zscore", self.store.open_key, f"{kind}:{ref}"))
+        return score is not None
 
     async def _failed(self, kind: str, ref: str, err: Exception) -> None:
         """A recovery attempt failed: back off, or (deterministic, or out of attempts) end the
         flow compensated and flag it."""
         status = getattr(err, "status_code", 500)
         record = await self.store.load(kind, ref)
+        if not record:  # nothing left to finish or flag
+            await self.store.mark_settled(kind, ref)
+            return
         attempts = int(record.get("recover_attempts", "0")) + 1
         log.warning("flow %s:%s recovery attempt %d failed: %s", kind, ref, attempts, err)
-        if status < 500 or attempts >= limits.recover_attempts_max or not record:
+        if status < 500 or attempts >= limits.recover_attempts_max:
             await self.abandon(kind, ref, err)
             return
         backoff_s = min(limits.recover_backoff_s_base * 2 ** (attempts - 1),
