@@ -273,45 +273,71 @@ async def test_a_callback_before_the_transaction_is_recorded_does_not_count(
 # -- 12: the flow records come back after Redis lost them -----------------------------------------
 
 
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
 async def test_rebuild_restores_a_pending_buy_and_its_callback_completes_it(
-        tmp_path: Any) -> None:
+        store: str, tmp_path: Any, key_prefix: str, request: pytest.FixtureRequest) -> None:
+    """Embedded (a new fakeredis, as after a restart, reloaded from SQLite) and real (Redis
+    lost the prefix's keys; `rebuild` from Postgres)."""
     from dataclasses import replace
+
+    import redis
+    import redis.asyncio
 
     from engine.config import Settings
     from persistence.migrate import ensure_schema
     from persistence.worker import Persister
     from tests.engine_helpers import Clock
+    from tests.services import delete_prefix
 
-    db_url = f"sqlite:///{tmp_path}/reserves.db"
-    settings = replace(Settings(), key_prefix="seam12", database_url=db_url)
-    ensure_schema(db_url)
     clock = Clock()
+    if store == "sqlite":
+        db_url = f"sqlite:///{tmp_path}/reserves.db"
+        settings = replace(Settings(), key_prefix=key_prefix, database_url=db_url)
+        ensure_schema(db_url)
+    else:
+        db_url = request.getfixturevalue("fresh_database_url")
+        redis_url = request.getfixturevalue("redis_url")
+        settings = replace(Settings(), key_prefix=key_prefix, database_url=db_url,
+                           redis_url=redis_url)
+    clients: list[Any] = []
 
-    def stack() -> tuple[Any, Wallet, Any]:
-        server = fakeredis.FakeServer()
-        sync = fakeredis.FakeRedis(server=server, decode_responses=True)
-        engine = ReserveEngine(fakeredis.FakeAsyncRedis(server=server, decode_responses=True),
-                               settings, clock_ms=clock)
+    def stack() -> tuple[Any, Wallet, SimulatedProvider]:
+        if store == "sqlite":
+            server = fakeredis.FakeServer()
+            sync = fakeredis.FakeRedis(server=server, decode_responses=True)
+            client = fakeredis.FakeAsyncRedis(server=server, decode_responses=True)
+        else:
+            sync = redis.Redis.from_url(redis_url, decode_responses=True)
+            client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+            delete_prefix(sync, key_prefix)  # Redis lost everything
+        clients.append(client)
         provider = SimulatedProvider(SECRET, clock_ms=clock)
+        engine = ReserveEngine(client, settings, clock_ms=clock)
         return sync, Wallet(engine, StaticPriceSource.load(), provider), provider
 
-    sync, wallet, provider = stack()
-    await wallet.engine.top_up_reserve("USDT", "1000", None, "seed-usdt")
-    await wallet.engine.top_up_reserve("UGX", "100000", None, "seed-ugx")
-    view = await wallet.mobile_money.buy("u1", "UGX", "USDT", "37000", PHONE, "b1")
-    callback = provider.signed_callback(view["provider_tx_id"], "success")
-    persister = Persister(sync, settings, db_url, "p1")
-    await asyncio.to_thread(persister.drain, timeout_s=30)
-    persister.close()
+    try:
+        sync, wallet, provider = stack()
+        await wallet.engine.top_up_reserve("USDT", "1000", None, "seed-usdt")
+        await wallet.engine.top_up_reserve("UGX", "100000", None, "seed-ugx")
+        view = await wallet.mobile_money.buy("u1", "UGX", "USDT", "37000", PHONE, "b1")
+        callback = provider.signed_callback(view["provider_tx_id"], "success")
+        persister = Persister(sync, settings, db_url, "p1")
+        await asyncio.to_thread(persister.drain, timeout_s=30)
+        persister.close()
 
-    sync, wallet, provider = stack()  # Redis lost everything: a new, empty one
-    assert await wallet.store.load("mm", "b1") == {}
-    report = rebuild(sync, settings, db_url, now_ms=clock())
-    assert report.flows_count == 1
-    assert (await wallet.mobile_money.get("b1"))["state"] == "pending"
-    assert await wallet.store.open_count() == 1
-    done = await wallet.mobile_money.callback(*callback)
-    assert (done["state"], done["duplicate_callback"]) == ("completed", False)
-    spec = wallet.engine.ops.user_spec("u1", "USDT")
-    assert (await wallet.engine.run(wallet.engine.ops.balance(spec))).total_minor == 9_890_100
-    assert await wallet.store.was_used("mm", "b1")
+        sync, wallet, provider = stack()  # a new, empty Redis
+        assert await wallet.store.load("mm", "b1") == {}
+        report = rebuild(sync, settings, db_url, now_ms=clock())
+        assert report.flows_count == 1
+        assert (await wallet.mobile_money.get("b1"))["state"] == "pending"
+        assert await wallet.store.open_count() == 1
+        done = await wallet.mobile_money.callback(*callback)
+        assert (done["state"], done["duplicate_callback"]) == ("completed", False)
+        spec = wallet.engine.ops.user_spec("u1", "USDT")
+        assert (await wallet.engine.run(wallet.engine.ops.balance(spec))).total_minor == 9_890_100
+        assert await wallet.store.was_used("mm", "b1")
+    finally:
+        if store == "postgres":
+            delete_prefix(redis.Redis.from_url(redis_url), key_prefix)
+        for client in clients:
+            await client.aclose()
