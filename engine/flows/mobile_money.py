@@ -219,6 +219,10 @@ class MobileMoney:
                            code="not_settleable", state=r["state"])
         if settled is None:
             if action == "credit":
+                # the debits whose holds are gone come from the available balances: check
+                # them all first, so that a 409 leaves everything as it was
+                await self._check([leg for leg in self._holds(ref, r) if (await hold_view(
+                    self.engine, leg[2]))["state"] not in ("pending", "committed")])
                 if await self._settle(ref, r, meta) != "completed":
                     crypto = r["direction"] == "buy"
                     raise InsufficientReserve(
