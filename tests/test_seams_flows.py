@@ -175,6 +175,9 @@ async def test_a_success_after_expiry_is_flagged_and_an_operator_credits_it(rig:
     again = await rig.wallet.mobile_money.settle("b1", "credit", admin)  # idempotent
     assert again["state"] == "completed"
     assert await _state(rig) == after
+    redelivered = await _callback(rig, view, "success")  # the provider's retry: nothing new
+    assert (redelivered["state"], redelivered["duplicate_callback"]) == ("completed", True)
+    assert await _state(rig) == after
     with pytest.raises(Conflict) as info:
         await rig.wallet.mobile_money.settle("b1", "refunded", admin)
     assert info.value.details["code"] == "already_settled"

@@ -179,6 +179,8 @@ class MobileMoney:
 
     async def _contradicted(self, ref: str, r: dict[str, str], status: str) -> dict[str, str]:
         """The provider reports another result than the one that decided the operation."""
+        if r.get("settled_by"):  # an operator settled it already: a repeat changes nothing
+            return r
         if r["state"] not in TERMINAL:
             await self._apply(ref, r)  # the decided outcome first (idempotent steps)
             r = await self.store.load(KIND, ref)
