@@ -290,7 +290,7 @@ SWAP = _obj(["reference_id", "user_id", "state", "from_currency", "to_currency",
             state={"enum": ["reserving", "executing", "rolling_back", "completed", "failed"]},
             from_currency=STRING, to_currency=STRING, from_amount=NUMBER, to_amount=NUMBER,
             rate=NUMBER, spread=NUMBER, quote_id=NULLABLE_STRING, legs=LEGS,
-            error=ERROR_OR_NULL)
+            error=ERROR_OR_NULL, flag=NULLABLE_STRING)
 OPERATION = _obj(["reference_id", "direction", "state", "outcome", "user_id", "fiat_currency",
                   "crypto_currency", "fiat_amount", "crypto_amount", "rate", "phone_number",
                   "provider_tx_id", "expires_at_ms", "legs", "error"],
@@ -303,7 +303,7 @@ OPERATION = _obj(["reference_id", "direction", "state", "outcome", "user_id", "f
                  user_id=STRING, fiat_currency=STRING, crypto_currency=STRING,
                  fiat_amount=NUMBER, crypto_amount=NUMBER, rate=NUMBER, phone_number=STRING,
                  provider_tx_id=NULLABLE_STRING, expires_at_ms=INTEGER, legs=LEGS,
-                 error=ERROR_OR_NULL)
+                 error=ERROR_OR_NULL, flag=NULLABLE_STRING)
 FLAGGED = _obj(["kind", "reference_id", "state", "flag", "error", "updated_ms"],
                kind={"enum": ["swap", "mm"]}, reference_id=STRING, state=NULLABLE_STRING,
                flag={"enum": ["recovery_failed", "settlement_failed", "settled_after_expiry",

@@ -88,7 +88,7 @@ async def test_a_refused_credit_ends_the_swap_compensated_flagged_and_alerted(
     result = await rig.wallet.recover()
     assert (result.looked_at_count, result.settled_count) == (1, 1)
     view = await rig.wallet.swaps.get("s1")
-    assert view["state"] == "failed"
+    assert (view["state"], view["flag"]) == ("failed", "recovery_failed")
     assert view["error"]["code"] == "invalid_reference"
     assert await _state(rig) == before  # the user's debit and the reserves' legs undone
     assert await rig.wallet.store.open_count() == 0  # never looked at again

@@ -426,4 +426,5 @@ class MobileMoney:
             "expires_at_ms": int(r["deadline_ms"]),
             "legs": [await hold_view(self.engine, h) for _, _, h in self._holds(ref, r)],
             "error": decode(r["error"]) if r.get("error") else None,
+            "flag": r.get("flag"),  # set aside for an operator (GET /wallet/flows/flagged)
         }

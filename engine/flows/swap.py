@@ -263,4 +263,5 @@ class Swaps:
             "quote_id": r.get("quote_id") or None,
             "legs": legs,
             "error": decode(r["error"]) if r.get("error") else None,
+            "flag": r.get("flag"),  # set aside for an operator (GET /wallet/flows/flagged)
         }
