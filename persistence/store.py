@@ -367,6 +367,21 @@ class Store:
     def audit_rows(self) -> list[sa.Row[Any]]:
         return self._read(sa.select(audit_log).order_by(audit_log.c.event_id))
 
+    def flow_snapshots(self) -> Iterator[sa.Row[Any]]:
+        """The journalled flow records (audit `flow_state` of actor `flows`), oldest first,
+        read in bounded chunks: request JSON {kind, reference_id, record}."""
+        a = audit_log
+        stmt = (sa.select(a.c.event_id, a.c.request)
+                .where(a.c.actor == "flows", a.c.action == "flow_state")
+                .order_by(a.c.event_id))
+        try:
+            with self.engine.connect() as conn:
+                result = conn.execution_options(yield_per=limits.rebuild_pipeline_max).execute(
+                    stmt)
+                yield from result
+        except sa.exc.SQLAlchemyError as exc:
+            raise translate(exc) from exc
+
     def operation_totals(self, since: datetime) -> list[sa.Row[Any]]:
         """(currency, operation, count, amount_minor) of reserve accounts' money events."""
         t, a = transactions, reserve_accounts
