@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import os
 import sys
+import time
 from decimal import ROUND_CEILING, ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import Any
@@ -150,8 +151,9 @@ class FlowsRun:
 
     def callback(self, reference_id: str, provider_tx_id: str, status: str,
                  signature: str | None = None) -> Reply:
+        # the provider's send time: the service refuses a callback signed too long ago
         raw = (f'{{"provider_tx_id":"{provider_tx_id}","reference_id":"{reference_id}",'
-               f'"status":"{status}"}}').encode()
+               f'"status":"{status}","timestamp_ms":{time.time_ns() // 1_000_000}}}').encode()
         sig = sign(self.secret, raw) if signature is None else signature
         return self.c.post("/wallet/mobile-money/callback", raw=raw, token=None,
                            headers={"X-Signature": sig})
