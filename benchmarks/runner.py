@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from benchmarks import engine_bench, prerequisites, report
+from benchmarks import engine_bench, prerequisites, report, services
 from benchmarks import plan as plans
 from benchmarks.stats import Cell
 from engine.config import Settings
@@ -58,22 +58,8 @@ class Context:
 @contextmanager
 def own_redis() -> Iterator[str]:
     """A private redis-server (no persistence) for a run that should not share its Redis."""
-    from benchmarks.cluster_bench import _free_ports, _wait
-
-    port = _free_ports(1)[0]
-    workdir = tempfile.mkdtemp(prefix="reserves-bench-redis-")
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no", "--dir", workdir],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait(lambda: "PONG" in subprocess.run(["redis-cli", "-p", str(port), "ping"],
-                                                capture_output=True, text=True, check=False).stdout,
-              "redis-server")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
+    with services.redis_server() as url:
+        yield url
 
 
 def machine(settings: Settings, database_url: str, loop_name: str) -> dict[str, str]:

@@ -21,14 +21,12 @@ from persistence.analytics import reserve_analytics
 from persistence.reconcile import reconcile
 from persistence.schema import metadata
 from persistence.store import create_db_engine
-from tests.test_persist_support import (  # noqa: F401  (fixtures)
+from tests.persist_support import (
     Stack,
     assert_rows_equal_events,
     journal,
-    pg_stack,
     redis_pending_holds,
     run_workload,
-    stack,
 )
 
 

@@ -17,7 +17,7 @@ from persistence.migrate import upgrade
 from persistence.report import build_report, period_bounds, render, row_values
 from persistence.store import ms_to_dt
 from tests.engine_helpers import START_MS, Clock
-from tests.test_persist_support import Stack, stack  # noqa: F401  (fixture)
+from tests.persist_support import Stack
 
 DAY_S = 86_400
 END = ms_to_dt(START_MS) + timedelta(days=3)  # the end of the reported period
