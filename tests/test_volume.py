@@ -50,3 +50,16 @@ def test_the_openapi_description_defines_total_volume() -> None:
     by_currency = get["responses"]["200"]["content"]["application/json"]["schema"][
         "properties"]["analytics"]["properties"]["by_currency"]
     assert "top-ups + withdrawals + commits" in by_currency["description"]
+
+
+def test_report_volume_is_money_that_moved(stack: Stack) -> None:
+    from persistence.report import build_report, row_values
+
+    _hand_computed(stack)
+    registry = CurrencyRegistry.load(stack.settings.currencies_path)
+    report = build_report(stack.database_url, registry, "daily",
+                          until=ms_to_dt(START_MS) + timedelta(hours=1))
+    usdt = next(row_values(f) for f in report.rows if f.currency == "USDT")
+    assert usdt["volume"] == "125.0"
+    assert (usdt["reserved"], usdt["committed"], usdt["released"]) == ("40.0", "20.0", "10.0")
+    assert usdt["net_change"] == "75.0"  # 100 - 5 - 20
