@@ -27,6 +27,7 @@ th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 svg text { font: 12px system-ui, sans-serif; fill: #212121; }
 .charts { display: flex; flex-wrap: wrap; gap: 2em; }
+.wide { overflow-x: auto; }
 """
 
 
@@ -38,11 +39,11 @@ def _utilization_chart(rows: list[CurrencyFigures]) -> str:
     """Per currency: utilization at the end of the period (filled, coloured by status) and the
     peak of the period (outlined), on 0-100 %, with the 50 / 75 / 90 % status lines."""
     height = ROW_H_PX * len(rows) + 30
-    width = LABEL_W_PX + BAR_W_PX + 70
+    width = LABEL_W_PX + BAR_W_PX + 180
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{width}" '
              f'height="{height}" viewBox="0 0 {width} {height}">',
              "<title>Utilization per currency: end of period and peak</title>"]
-    for threshold in (50, 75, 90):
+    for threshold in (50, 75, 90, 100):
         x = LABEL_W_PX + BAR_W_PX * threshold // 100
         parts.append(f'<line x1="{x}" y1="0" x2="{x}" y2="{height - 20}" stroke="#bbb" '
                      f'stroke-dasharray="4 3"/><text x="{x - 10}" y="{height - 6}">'
@@ -95,8 +96,8 @@ def _figures_table(report: Report) -> str:
         values = row_values(f)
         body.append("<tr>" + "".join(f"<td>{escape(str(values[c]))}</td>" for c in COLUMNS)
                     + "</tr>")
-    return (f'<table id="figures"><thead><tr>{head}</tr></thead><tbody>'
-            + "".join(body) + "</tbody></table>")
+    return (f'<div class="wide"><table id="figures"><thead><tr>{head}</tr></thead><tbody>'
+            + "".join(body) + "</tbody></table></div>")
 
 
 def _when(value: datetime) -> str:
@@ -122,7 +123,7 @@ def render_html(report: Report) -> str:
         "- withdrawn - committed.</p>",
         "<h2>Utilization</h2>",
         f"<p>Filled: at the end of the period. Outlined: the peak of the period. Dashed: the "
-        f"moderate, warning and critical levels.</p>{_utilization_chart(report.rows)}",
+        f"moderate, warning and critical levels, and 100 %.</p>{_utilization_chart(report.rows)}",
         "<h2>Flows of the period</h2>",
         f'<div class="charts">{flows}</div>' if flows else "<p>No flows in this period.</p>",
         "<h2>Figures</h2>",
