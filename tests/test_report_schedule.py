@@ -89,7 +89,8 @@ def test_a_period_is_due_only_after_the_grace(tmp_path: Path) -> None:
 
 def _script(stack: Stack) -> None:
     """Dec 31 2026: USDT 1000 topped up, 400 held, 100 of it committed at 23:59:59.999 (the
-    rest freed by the commit: no release). Jan 1 2027 00:00:00.000: 50 withdrawn (January's). Jan 1 noon: UGX 5000."""
+    rest freed by the commit: no release). Jan 1 2027 00:00:00.000: 50 withdrawn (January's).
+    Jan 1 noon: UGX 5000."""
     clock = Clock(dt_to_ms(utc(2026, 12, 31, 10)))
     service = ReserveService(stack.client, stack.settings, clock_ms=clock)
     service.top_up_reserve("USDT", "1000", None, "s-t1")
@@ -111,6 +112,10 @@ def _scheduler(stack: Stack, directory: Path, owner: str, **kwargs: Any) -> Repo
 
 def _csv(path: Path) -> dict[str, dict[str, str]]:
     return {r["currency"]: r for r in csv.DictReader(io.StringIO(path.read_text()))}
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value  # SQLite: naive UTC
 
 
 def _names(written: list[WrittenReport]) -> list[str]:
@@ -275,8 +280,7 @@ def test_two_schedulers_racing_write_each_report_once(stack: Stack, tmp_path: Pa
     rows = stack.store().report_rows()
     assert len(rows) == len(a) + len(b)
     assert all(r.written_at is not None for r in rows)
-    owner_of = {file_stem(r.period, r.period_start.replace(tzinfo=UTC)): r.claimed_by
-                for r in rows}
+    owner_of = {file_stem(r.period, _aware(r.period_start)): r.claimed_by for r in rows}
     assert owner_of == {**dict.fromkeys(a, "racer-0"), **dict.fromkeys(b, "racer-1")}
     assert len(_files(tmp_path)) == 2 * len(rows)
     assert sorted(writes) == _files(tmp_path)  # each file written once, by one of them
