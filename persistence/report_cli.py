@@ -89,7 +89,7 @@ def _schedule(args: argparse.Namespace) -> int:
     from engine.errors import ReserveError
     from engine.registry import CurrencyRegistry
     from persistence.report import PERIODS
-    from persistence.report_schedule import ReportScheduler
+    from persistence.report_schedule import ReportScheduler, persister_lag
 
     if not args.dir:
         raise SystemExit("reserves report: --schedule needs --dir DIR")
@@ -110,7 +110,8 @@ def _schedule(args: argparse.Namespace) -> int:
         urls, secret = config.webhook_urls, config.webhook_secret
     scheduler = ReportScheduler(settings.database_url, registry, args.dir,
                                 periods=(args.period,) if args.period else PERIODS,
-                                webhook_urls=urls, webhook_secret=secret)
+                                webhook_urls=urls, webhook_secret=secret,
+                                lag_source=persister_lag(settings))
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread() and not args.once:
         def on_term(_signum: int, _frame: Any) -> None:

@@ -15,7 +15,10 @@ periods closed writes, on its next run, the missed ones among the last
 limits.report_catch_up_count_max of each kind.
 
 Figures come from the ledger (balances as persisted at the end of the period), so a report
-written later, or again after a lost claim, says the same.
+written later, or again after a lost claim, says the same. A report waits until the persister has
+written every journal event before its period's end (its lag: the oldest event not yet persisted
+is younger than the end), so a slow or stopped persister delays a report instead of leaving
+events out of it for good.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ from persistence.report_html import render_html
 from persistence.store import Store, shared_engine
 
 log = logging.getLogger("reserves.reports")
+
+# The persister's lag totals (persistence.worker.Persister.lag()["total"]); None: unknown.
+LagSource = Callable[[], dict[str, Any] | None]
 
 
 def file_stem(period: str, start: datetime) -> str:
@@ -76,7 +82,8 @@ class ReportScheduler:
                  periods: Sequence[str] = PERIODS, owner: str | None = None,
                  webhook_urls: Sequence[str] = (), webhook_secret: str = "",
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 interval_s: float = limits.report_check_interval_s) -> None:
+                 interval_s: float = limits.report_check_interval_s,
+                 lag_source: LagSource | None = None) -> None:
         assert all(p in PERIODS for p in periods), periods
         self.database_url = database_url
         self.registry = registry
@@ -87,6 +94,7 @@ class ReportScheduler:
         self.webhook_secret = webhook_secret
         self.clock = clock
         self.interval_s = interval_s
+        self.lag_source = lag_source  # None: no journal to wait for (the grace alone)
 
     def _store(self) -> Store:
         return Store(self.database_url, shared_engine(self.database_url))
@@ -98,13 +106,32 @@ class ReportScheduler:
                 for start, end in closed_periods(period, closed_by,
                                                  limits.report_catch_up_count_max[period])]
 
+    def persisted_until(self, now: datetime) -> datetime | None:
+        """Every journal event before this time is in the ledger; None: the lag is unknown."""
+        if self.lag_source is None:
+            return now
+        try:
+            lag = self.lag_source()
+        except Exception as exc:  # Redis away: the reports wait, the loop goes on
+            log.warning("reports: the persister's lag is unavailable (%s): reports wait", exc)
+            return None
+        if lag is None:
+            return None
+        return now - timedelta(seconds=float(lag["oldest_unpersisted_age_s"]))
+
     def write_due(self, now: datetime | None = None) -> list[WrittenReport]:
         """Claim and write every due report no process has written; returns what this one
         wrote. Blocking (database and files)."""
         now = now or self.clock()
+        persisted = self.persisted_until(now)
+        if persisted is None:
+            return []
         store = self._store()
         written = []
         for period, start, end in self.due(now):
+            if end > persisted:
+                log.info("the %s report of %s waits for the persister", period, start.date())
+                continue
             if not store.claim_report(period, start, end, self.owner, now,
                                       limits.report_claim_lease_s):
                 continue  # written, or being written, by another process (or an earlier run)
@@ -152,6 +179,25 @@ class ReportScheduler:
         return written
 
 
+def persister_lag(settings: Settings) -> LagSource:
+    """The lag of the persister of this deployment's journal, read from Redis on each call."""
+    reader: Any = None
+
+    def read() -> dict[str, Any] | None:
+        nonlocal reader
+        if reader is None:
+            from engine.connection import sync_client
+            from persistence.worker import Persister
+
+            reader = Persister(sync_client(settings), settings, settings.database_url,
+                               store=Store(settings.database_url,
+                                           shared_engine(settings.database_url)))
+        total: dict[str, Any] = reader.lag()["total"]
+        return total
+
+    return read
+
+
 def scheduler_from_env(settings: Settings, registry: CurrencyRegistry) -> ReportScheduler | None:
     """The served instance's scheduler: RESERVES_REPORTS_DIR (unset: none), and with
     RESERVES_REPORTS_WEBHOOK=1 the alert webhooks (RESERVES_ALERT_WEBHOOKS, ...)."""
@@ -166,4 +212,4 @@ def scheduler_from_env(settings: Settings, registry: CurrencyRegistry) -> Report
         config = MonitorConfig.from_env(registry)
         urls, secret = config.webhook_urls, config.webhook_secret
     return ReportScheduler(settings.database_url, registry, directory, webhook_urls=urls,
-                           webhook_secret=secret)
+                           webhook_secret=secret, lag_source=persister_lag(settings))

@@ -349,6 +349,47 @@ def receiver() -> Iterator[_Receiver]:
 
 
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_a_report_waits_for_the_persister(stack: Stack, tmp_path: Path) -> None:
+    """Events before a period's end not yet persisted: its report waits (instead of being
+    written for good without them); a lag unknown or unreadable: every report waits."""
+    _script(stack)
+    lag: dict[str, Any] = {"oldest_unpersisted_age_s": 2 * 3600.0, "pending": 1, "unread": 0}
+
+    def read_lag() -> dict[str, Any] | None:
+        if lag.get("fail"):
+            raise ConnectionError("Redis is away")
+        return lag if lag else None
+
+    scheduler = _scheduler(stack, tmp_path, "a", lag_source=read_lag)
+    now = NEW_YEAR + timedelta(hours=1)  # the oldest unpersisted event: Dec 31 23:00
+    written = _names(scheduler.write_due(now))
+    assert len(written) == ALL_DUE - 2
+    assert "daily/2026-12-31" not in written and "monthly/2026-12" not in written
+    assert "daily/2026-12-30" in written  # ended before the oldest unpersisted event
+    lag["fail"] = True
+    assert scheduler.write_due(now) == []
+    lag.clear()
+    assert scheduler.write_due(now) == []  # unknown
+    lag.update(oldest_unpersisted_age_s=0.0, pending=0, unread=0)  # caught up
+    assert _names(scheduler.write_due(now)) == ["daily/2026-12-31", "monthly/2026-12"]
+
+
+@pytest.mark.parametrize("stack", ["postgres"], indirect=True)
+def test_the_lag_source_is_the_persisters(stack: Stack) -> None:
+    from persistence.report_schedule import persister_lag
+
+    ReserveService(stack.client, stack.settings).top_up_reserve("USDT", "1", None, "lag-1")
+    upgrade(stack.database_url)
+    read = persister_lag(stack.settings)
+    before = read()
+    assert before is not None and before["unread"] + before["pending"] == 2  # open, top-up
+    stack.persister().drain(timeout_s=30)
+    after = read()
+    assert after is not None
+    assert (after["unread"], after["pending"], after["oldest_unpersisted_age_s"]) == (0, 0, 0.0)
+
+
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 def test_reports_are_posted_to_the_webhook_signed(stack: Stack, tmp_path: Path,
                                                   receiver: _Receiver) -> None:
     from engine.monitoring.webhooks import SIGNATURE_HEADER, verify
