@@ -29,7 +29,7 @@ from persistence.report import closed_periods, period_bounds
 from persistence.report_schedule import ReportScheduler, WrittenReport, file_stem
 from persistence.store import dt_to_ms
 from tests.engine_helpers import Clock
-from tests.test_persist_support import Stack, stack  # noqa: F401  (fixture)
+from tests.persist_support import Stack
 
 
 def utc(*args: int) -> datetime:

@@ -13,7 +13,7 @@ from persistence.analytics import VOLUME_OPERATIONS, reserve_analytics
 from persistence.migrate import upgrade
 from persistence.store import ms_to_dt
 from tests.engine_helpers import START_MS, Clock
-from tests.test_persist_support import Stack, stack  # noqa: F401  (fixture)
+from tests.persist_support import Stack
 
 
 def _hand_computed(stack: Stack) -> None:
