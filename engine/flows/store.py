@@ -17,6 +17,7 @@ from engine.commands import Call, Op
 from engine.engine import ReserveEngine
 from engine.flows import limits
 from engine.money import exact_json
+from engine.monitoring import metrics
 
 
 def call(method: str, *args: Any) -> Op[Any]:
@@ -86,3 +87,4 @@ class FlowStore:
         """A flow's state change into the journal (an audit event: it moves no money)."""
         await self.engine.run(self.engine.ops.audit("flows", action, "", {
             "reference_id": reference_id, **detail}))
+        metrics.count_flow_end(action)  # the success rate's counters (terminal actions only)
