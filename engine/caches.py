@@ -23,7 +23,10 @@ class FifoCache(OrderedDict[K, V]):
     slot freed before it, which at 100k entries cost 33 us per insert (measured) once full.
 
     hits and misses are counted by the callers, where a lookup is decided (`cache.hits += 1`:
-    a slot increment on the hot path, no lock, no float; the rate is the scrape's business)."""
+    a slot increment on the hot path, no lock, no float; the rate is the scrape's business).
+    Only named caches are exported: those whose miss costs a Redis round trip (the accounts and
+    the hold labels of engine/ops.py). The key-name caches (KeySpace's, the script keys) miss
+    exactly when the accounts cache does, so counting them would cost the hot path for nothing."""
 
     __slots__ = ("hits", "max_count", "misses", "name")
 

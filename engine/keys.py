@@ -45,8 +45,7 @@ class KeySpace:
         assert 1 <= shard_count <= 1024
         self.prefix = prefix
         self.shard_count = shard_count
-        self._accounts: FifoCache[str, AccountKeys] = FifoCache(limits.account_cache_max,
-                                                                "account_keys")
+        self._accounts: FifoCache[str, AccountKeys] = FifoCache(limits.account_cache_max)
         self._index_keys = [f"{self.tag(shard)}:index" for shard in range(shard_count)]
 
     def shard_of(self, name: str) -> int:
@@ -60,7 +59,6 @@ class KeySpace:
     def account(self, label: str) -> AccountKeys:
         keys = self._accounts.get(label)
         if keys is None:
-            self._accounts.misses += 1
             shard = self.shard_of(label)
             t = self.tag(shard)
             keys = AccountKeys(
@@ -75,8 +73,6 @@ class KeySpace:
                 seq=f"{t}:seq",
             )
             self._accounts[label] = keys
-        else:
-            self._accounts.hits += 1
         return keys
 
     def index(self, reference_id: str) -> tuple[int, str]:

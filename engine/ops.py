@@ -111,8 +111,7 @@ class Ops:
         # only references that passed check_reference
         self._hold_labels: FifoCache[str, str] = FifoCache(limits.hold_label_cache_max,
                                                            "hold_labels")
-        self._keys_with_index: FifoCache[str, list[str]] = FifoCache(limits.account_cache_max,
-                                                                     "script_keys")
+        self._keys_with_index: FifoCache[str, list[str]] = FifoCache(limits.account_cache_max)
         self._operation_types: set[str] = set()  # those that passed check_operation_type
 
     # -- accounts -----------------------------------------------------------------------------
@@ -215,10 +214,7 @@ class Ops:
         if shard == k.shard:
             keys = self._keys_with_index.get(k.label)
             if keys is None:
-                self._keys_with_index.misses += 1
                 keys = self._keys_with_index[k.label] = [*k.script_keys(), index_key]
-            else:
-                self._keys_with_index.hits += 1
             return keys, None
         return k.script_keys(), index_key
 

@@ -17,13 +17,12 @@ from engine.errors import InsufficientReserve
 from engine.flows.errors import RecordedFailure
 from tests.flows_support import Rig, make_rig
 
-CACHES = ("accounts", "hold_labels", "script_keys", "account_keys")
+CACHES = ("accounts", "hold_labels")
 
 
 def _counts(engine: ReserveEngine) -> dict[str, tuple[int, int]]:
     ops = engine.ops
-    by_name = {"accounts": ops._accounts, "hold_labels": ops._hold_labels,  # noqa: SLF001
-               "script_keys": ops._keys_with_index, "account_keys": ops.keys._accounts}  # noqa: SLF001
+    by_name = {"accounts": ops._accounts, "hold_labels": ops._hold_labels}  # noqa: SLF001
     return {name: (c.hits, c.misses) for name, c in by_name.items()}
 
 
@@ -44,16 +43,14 @@ async def test_cache_hits_and_misses_are_counted_and_exported(backend: dict[str,
     engine = ReserveEngine(client, backend["settings"])
     await engine.top_up_reserve("USDT", "100", "crypto", "t1")
     exported, start = _exported(), _counts(engine)
-    # a reserve on a known account: the account, its keys and its script keys are all hits
+    # a reserve on a known account: one hit
     before = _counts(engine)
     await engine.reserve_amount("USDT", "1", "crypto", "r1", "swap")
-    assert _delta(before, _counts(engine)) == {
-        "accounts": (1, 0), "script_keys": (1, 0), "account_keys": (1, 0)}
+    assert _delta(before, _counts(engine)) == {"accounts": (1, 0)}
     # its commit: the hold's label is known too
     before = _counts(engine)
     await engine.commit_reserve("r1")
-    assert _delta(before, _counts(engine)) == {
-        "accounts": (1, 0), "hold_labels": (1, 0), "script_keys": (1, 0), "account_keys": (1, 0)}
+    assert _delta(before, _counts(engine)) == {"accounts": (1, 0), "hold_labels": (1, 0)}
     await engine.reserve_amount("USDT", "1", "crypto", "r2", "swap")
     # another process (fresh caches) releases r2: the label comes from Redis (a miss), the
     # account is opened (a miss), each counted once
@@ -61,12 +58,10 @@ async def test_cache_hits_and_misses_are_counted_and_exported(backend: dict[str,
     assert set(_counts(other).values()) == {(0, 0)}
     await other.release_reserve("r2")
     by_other = _counts(other)
-    assert (by_other["hold_labels"], by_other["accounts"], by_other["script_keys"]) == (
-        (0, 1), (0, 1), (0, 1))
+    assert by_other == {"hold_labels": (0, 1), "accounts": (0, 1)}
     # the scrape adds up both engines' counts since the first measure
     by_engine = _delta(start, _counts(engine))
-    assert by_engine == {"accounts": (3, 0), "hold_labels": (1, 0), "script_keys": (3, 0),
-                         "account_keys": (3, 0)}
+    assert by_engine == {"accounts": (3, 0), "hold_labels": (1, 0)}
     now = _exported()
     for name in CACHES:
         assert (now[name][0] - exported[name][0], now[name][1] - exported[name][1]) == (
