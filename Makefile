@@ -33,20 +33,21 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not real and not soak" $(PYTEST_ARGS)
 
 # The benchmarks need the `bench` extra (matplotlib, uvloop, py-spy) on top of the usual install,
-# and wrk for the HTTP scenario (Debian's package; redis-benchmark comes with redis-server).
+# and wrk for the HTTP scenario (Debian's package; redis-benchmark comes with redis-tools).
+# `bench` writes the committed results (benchmarks/); `bench-quick` writes into .tmp/bench-quick.
 BENCH_TOOLS = command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq \
 	&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } \
-	|| echo "make bench: wrk could not be installed; the http scenario will be skipped"
+	|| echo "make bench: wrk could not be installed; reserves bench will say what to do"
 
 bench: $(STAMP)
 	$(BIN)/pip install -q -c constraints.txt -e ".[bench]"
 	@$(BENCH_TOOLS)
-	$(BIN)/reserves bench
+	$(BIN)/reserves bench --out benchmarks
 
 bench-quick: $(STAMP)
 	$(BIN)/pip install -q -c constraints.txt -e ".[bench]"
 	@$(BENCH_TOOLS)
-	$(BIN)/reserves bench --quick
+	$(BIN)/reserves bench --quick --out .tmp/bench-quick
 
 # A fresh venv with the newest versions pyproject.toml allows, frozen into constraints.txt.
 lock:

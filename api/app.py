@@ -120,6 +120,12 @@ def create_app(settings: Settings | None = None, *, engine: ReserveEngine | None
             if settings.redis_cluster:
                 tasks.append(asyncio.create_task(
                     _every(limits.saga_recover_interval_s, "saga recovery", eng.recover_sagas)))
+            from persistence.report_schedule import scheduler_from_env
+
+            reports = scheduler_from_env(settings, eng.registry)  # RESERVES_REPORTS_DIR
+            if reports is not None:
+                tasks.append(asyncio.create_task(
+                    _every(reports.interval_s, "reports", reports.run_once)))
         for module in modules:
             if hasattr(module, "start"):
                 await module.start(ctx)

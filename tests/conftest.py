@@ -17,6 +17,9 @@ import redis.asyncio
 from engine.config import Settings
 from tests import services
 
+# fixtures kept in their own modules (a test module never imports a fixture by name)
+pytest_plugins = ["tests.persist_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:

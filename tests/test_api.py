@@ -122,7 +122,7 @@ def test_seed_curl_flow(server: Server) -> None:
     assert data == {"period_days": 7, "total_transactions": 3,
                     "by_operation": {"reserve_lock": 1, "reserve_topup": 1,
                                      "reserve_withdrawal": 1},
-                    "by_currency": {"USDT": {"total_volume": 13000, "transaction_count": 3,
+                    "by_currency": {"USDT": {"total_volume": 10500, "transaction_count": 3,
                                              "operations": {"reserve_lock": 1, "reserve_topup": 1,
                                                             "reserve_withdrawal": 1}}}}
 
