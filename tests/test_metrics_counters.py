@@ -14,6 +14,7 @@ from engine import caches
 from engine.caches import FifoCache
 from engine.engine import ReserveEngine
 from engine.errors import InsufficientReserve
+from engine.flows import limits as flow_limits
 from engine.flows.errors import RecordedFailure
 from tests.flows_support import Rig, make_rig
 
@@ -129,3 +130,21 @@ async def test_each_ended_flow_counts_once_by_kind_and_outcome(rig: Rig) -> None
     changed = {k: after[k] - before[k] for k in after if after[k] != before[k]}
     assert changed == {("swap", "completed"): 1, ("swap", "failed"): 1,
                        ("buy", "completed"): 1, ("sell", "failed"): 1}
+
+
+async def test_a_flow_ended_then_settled_by_an_operator_counts_once(rig: Rig) -> None:
+    await rig.seed_reserve("USDT", "1000")
+    await rig.seed_reserve("UGX", "100000")
+    before = _flows()
+    mm = rig.wallet.mobile_money
+    view = await mm.buy("u1", "UGX", "USDT", "37000", "+256700000001", "b1")
+    rig.clock.advance_s(flow_limits.mobile_money_hold_ttl_s)
+    await rig.wallet.recover()  # no callback in time: expired
+    body, headers = rig.provider.signed_callback(view["provider_tx_id"], "success")
+    late = await mm.callback(body, headers)  # the provider's success after all: flagged
+    assert late["state"] == "settled_after_expiry"
+    done = await mm.settle("b1", "credit", {"actor": "ops-1", "ip": "10.0.0.9"})
+    assert done["state"] == "completed"
+    after = _flows()
+    assert {k: after[k] - before[k] for k in after if after[k] != before[k]} == {
+        ("buy", "expired"): 1}

@@ -166,4 +166,4 @@ class FlowStore:
         """A flow's state change into the journal (an audit event: it moves no money)."""
         await self.engine.run(self.engine.ops.audit("flows", action, "", {
             "reference_id": reference_id, **detail}))
-        metrics.count_flow_end(action)  # the success rate's counters (terminal actions only)
+        metrics.count_flow_end(action, detail)  # the success rate's counters (flow ends only)

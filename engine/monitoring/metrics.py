@@ -52,10 +52,12 @@ for _flow, _outcomes in FLOW_OUTCOMES.items():
         flow_outcomes.labels(_flow, _outcome)  # exported at 0 before the first one ends
 
 
-def count_flow_end(action: str) -> None:
-    """A flow's journalled terminal action (swap_completed, sell_settlement_failed, ...)."""
+def count_flow_end(action: str, detail: dict[str, Any]) -> None:
+    """A flow's journalled terminal action (swap_completed, sell_settlement_failed, ...), once
+    per flow: what happens to a flow already ended (a success after its expiry,
+    `settled_after_expiry`; an operator's settlement, detail `settled_by`) is not a second end."""
     flow, _, outcome = action.partition("_")
-    if outcome in FLOW_OUTCOMES.get(flow, ()):
+    if outcome in FLOW_OUTCOMES.get(flow, ()) and "settled_by" not in detail:
         flow_outcomes.labels(flow, outcome).inc()
 
 
