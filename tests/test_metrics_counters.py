@@ -23,7 +23,7 @@ CACHES = ("accounts", "hold_labels")
 
 def _counts(engine: ReserveEngine) -> dict[str, tuple[int, int]]:
     ops = engine.ops
-    by_name = {"accounts": ops._accounts, "hold_labels": ops._hold_labels}  # noqa: SLF001
+    by_name = {"accounts": ops._accounts, "hold_labels": ops._hold_labels}
     return {name: (c.hits, c.misses) for name, c in by_name.items()}
 
 
