@@ -54,7 +54,7 @@ class Thresholds:
             if name not in names:
                 raise InvalidRequest(f"unknown alert threshold {name!r}; known: {', '.join(names)}")
             text = str(value).strip()
-            if isinstance(value, bool) or not text.isdigit():
+            if isinstance(value, bool) or not (text.isascii() and text.isdigit()):
                 raise InvalidRequest(f"alert threshold {name} must be a whole number >= 0, "
                                      f"got {value!r}")
             values[name] = int(text)
