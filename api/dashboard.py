@@ -166,7 +166,8 @@ ALERT = _obj(
     ["id", "key", "account", "kind", "level", "message", "value", "state", "raised_ms",
      "cleared_ms"],
     id={"type": "integer"}, key={"type": "string"}, account={"type": "string"},
-    kind={"enum": ["utilization", "floor", "persister_lag", "error_rate", "latency_p99"]},
+    kind={"enum": ["utilization", "floor", "persister_lag", "error_rate",
+                   "refusal_rate", "latency_p99"]},
     level={"enum": ["warning", "critical", "emergency"]}, message={"type": "string"},
     value={"type": "string"}, state={"enum": ["open", "cleared"]},
     raised_ms={"type": ["integer", "null"]}, cleared_ms={"type": ["integer", "null"]})

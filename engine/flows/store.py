@@ -27,6 +27,7 @@ from engine.engine import ReserveEngine
 from engine.flows import limits
 from engine.monitoring.alerts import AlertBook, Transition, Wanted
 from engine.money import exact_json
+from engine.monitoring import metrics
 
 SNAPSHOT_ACTION = "flow_state"
 SNAPSHOT_ACTOR = "flows"
@@ -165,3 +166,4 @@ class FlowStore:
         """A flow's state change into the journal (an audit event: it moves no money)."""
         await self.engine.run(self.engine.ops.audit("flows", action, "", {
             "reference_id": reference_id, **detail}))
+        metrics.count_flow_end(action, detail)  # the success rate's counters (flow ends only)
