@@ -310,3 +310,14 @@ async def test_system_alerts_keep_state_when_not_measured(backend: dict[str, Any
                                                           latency_p99_ms=500))
     assert [(a["action"], a["kind"]) for a in applied] == [("clear", "latency_p99")]
     await client.aclose()
+
+
+def test_every_alert_kind_raised_anywhere_is_in_the_api_schema() -> None:
+    """The alert list's schema takes its kinds from ALERT_KINDS; a kind raised elsewhere (a
+    flagged flow) but missing there made /wallet/reserves/alerts answer off its own schema."""
+    from api.dashboard import ALERT
+    from engine.flows.store import FLAG_ALERT_KIND
+    from engine.monitoring.alerts import ALERT_KINDS
+
+    assert FLAG_ALERT_KIND in ALERT_KINDS
+    assert ALERT["properties"]["kind"]["enum"] == list(ALERT_KINDS)

@@ -35,13 +35,18 @@ UTILIZATION_LEVELS: tuple[tuple[str, int], ...] = (
 )
 SYSTEM_ACCOUNT = "SYSTEM"
 
+# Every kind an alert can have: the monitor's own, and those raised by other parts (flows).
+# The API's schema of an alert takes its enum from here.
+ALERT_KINDS = ("utilization", "floor", "persister_lag", "error_rate", "refusal_rate",
+               "latency_p99", "flow_flagged")
+
 
 @dataclass(frozen=True, slots=True)
 class Wanted:
     """An alert that should be open now."""
 
     account: str
-    kind: str  # utilization | floor | persister_lag | error_rate | refusal_rate | latency_p99
+    kind: str  # one of ALERT_KINDS
     level: str
     message: str
     value: str = ""
