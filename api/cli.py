@@ -58,8 +58,11 @@ def _audit(client: object, settings: object, action: str, detail: dict[str, str]
     from engine.ops import Ops
     from engine.registry import CurrencyRegistry
 
+    from persistence.generation import initialise_if_new
+
     ops = Ops(settings, CurrencyRegistry.load(settings.currencies_path))  # type: ignore[attr-defined]
     actor = f"cli:{os.environ.get('USER', 'unknown')}"
+    initialise_if_new(client, settings)  # a new deployment's first event may be this one
     SyncDriver(client).run(ops.audit(actor, action, "local", detail))
 
 
