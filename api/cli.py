@@ -141,6 +141,19 @@ def _log_config() -> dict[str, Any]:
     return config
 
 
+def _check_liquidity_policies(settings: Any) -> str | None:
+    """A bad RESERVES_LIQUIDITY_POLICIES file: what is wrong (file and field), before serving."""
+    from api.liquidity import load_policies
+    from engine.liquidity.policy import PolicyError
+    from engine.registry import CurrencyRegistry
+
+    try:
+        load_policies(CurrencyRegistry.load(settings.currencies_path))
+    except PolicyError as exc:
+        return str(exc)
+    return None
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -152,6 +165,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers > 1 and settings.redis_url is None:
         print("--workers > 1 needs a shared Redis (RESERVES_REDIS_URL): the embedded fakeredis "
               "lives inside one process", file=sys.stderr)
+        return 2
+    if (refused := _check_liquidity_policies(settings)) is not None:
+        print(f"reserves serve: {refused}", file=sys.stderr)
         return 2
     ensure_schema(settings.database_url)
     if settings.redis_url is None:
