@@ -52,6 +52,7 @@ def remote_json(args: argparse.Namespace, method: str, path: str,
 
     import httpx
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per request on stderr
     token = args.token or os.environ.get("RESERVES_ADMIN_TOKEN")
     if not token:
         raise RemoteError("--url needs an admin token: --token or RESERVES_ADMIN_TOKEN")
