@@ -3,6 +3,8 @@ signed callback (public: the signature is the authentication).
 
     GET  /wallet/reserves/policies                  the policies and the newest requests
     GET  /wallet/reserves/liquidity/requests?limit=N the newest requests (flagged ones included)
+    POST /wallet/reserves/liquidity/requests/{reference_id}/dismiss
+                                                    an operator closes a flagged request
     POST /wallet/reserves/liquidity/callback        the provider's answer, HMAC-signed
 
 Configuration (environment):
@@ -32,9 +34,9 @@ from starlette.routing import Route
 
 from api.auth import Role
 from api.context import ApiContext
-from api.endpoint import endpoint
+from api.endpoint import audited, endpoint
 from api.jsonio import error_response, json_response
-from api.openapi import NUMBER, REFERENCE, _obj, _success, body, ok, operation
+from api.openapi import NUMBER, REFERENCE, _obj, _success, body, ok, operation, path_param
 from engine.errors import InvalidRequest
 from engine.flows.errors import BadSignature
 from engine.liquidity import limits
@@ -139,6 +141,17 @@ async def requests(request: Request, ctx: ApiContext) -> Response:
                           "requests": await _manager(ctx).recent(_limit(request))})
 
 
+@endpoint(Role.admin)
+async def dismiss(request: Request, ctx: ApiContext) -> Response:
+    reference = request.path_params["reference_id"]
+
+    async def change(meta: dict[str, Any]) -> dict[str, Any]:
+        return await _manager(ctx).dismiss(reference, meta["actor"], meta["ip"])
+
+    view = await audited(request, ctx, "liquidity_dismiss", {"reference_id": reference}, change)
+    return json_response({"success": True, "request": view})
+
+
 @endpoint(None, "liquidity_callback")
 async def callback(request: Request, ctx: ApiContext) -> Response:
     """Public: the signature over the timestamp and raw body is the authentication."""
@@ -153,6 +166,8 @@ async def callback(request: Request, ctx: ApiContext) -> Response:
 routes = [
     Route("/wallet/reserves/policies", policies, methods=["GET"]),
     Route("/wallet/reserves/liquidity/requests", requests, methods=["GET"]),
+    Route("/wallet/reserves/liquidity/requests/{reference_id}/dismiss", dismiss,
+          methods=["POST"]),
     Route("/wallet/reserves/liquidity/callback", callback, methods=["POST"]),
 ]
 
@@ -174,7 +189,8 @@ REQUEST = _obj(
      "next_attempt_ms"],
     reference_id={"type": "string"}, account={"type": "string"}, currency={"type": "string"},
     account_type={"type": "string"},
-    state={"enum": ["requested", "pending", "confirmed", "completed", "failed", "flagged"]},
+    state={"enum": ["requested", "pending", "confirmed", "completed", "failed", "flagged",
+                    "dismissed"]},
     amount=NUMBER, reason={"type": "string"}, attempts={"type": "integer"},
     last_error=_STR_OR_NULL, provider_tx_id=_STR_OR_NULL, transaction_id=_INT_OR_NULL,
     created_ms=_INT_OR_NULL, updated_ms=_INT_OR_NULL, next_attempt_ms=_INT_OR_NULL)
@@ -192,6 +208,11 @@ openapi_paths: dict[str, Any] = {
         "The newest liquidity requests, newest first (flagged ones need an operator)", "admin",
         ok(_success(requests={"type": "array", "items": REQUEST})),
         params=_LIMIT, errors=(400,))},
+    "/wallet/reserves/liquidity/requests/{reference_id}/dismiss": {"post": operation(
+        "Close a flagged liquidity request (the operator sees to the reserve): its amount goes "
+        "back to the day's cap, its alert clears; 409 unless it is flagged", "admin",
+        ok(_success(request=REQUEST)), params=[path_param("reference_id", REFERENCE)],
+        errors=(400, 404, 409))},
     "/wallet/reserves/liquidity/callback": {"post": operation(
         "The liquidity provider's answer to a request: HMAC-SHA256 over '<X-Timestamp>.' and "
         "the raw body with the shared secret, hex, in X-Signature; the timestamp within "

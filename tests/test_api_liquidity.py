@@ -128,6 +128,12 @@ async def test_a_request_from_trigger_to_top_up_through_the_api(
     assert [a["key"] for a in alerts["alerts"]] == [f"{USDT}|utilization"]
     assert [(h["key"], h["state"]) for h in alerts["history"]][:2] == [
         (f"{USDT}:liquidity|liquidity_request", "cleared"), (f"{USDT}|utilization", "open")]
+    not_flagged = await http.post(f"/wallet/reserves/liquidity/requests/{reference}/dismiss",
+                                  headers=ADMIN)
+    assert not_flagged.status_code == 409
+    assert not_flagged.json() == {
+        "success": False, "error": f"Liquidity request {reference} is completed, not flagged",
+        "code": "liquidity_request_not_flagged"}
     unknown = signed_callback(SECRET.encode(), tx_id, "liquidity:nope", "success",
                               clock() // 1000)
     missing = await http.post("/wallet/reserves/liquidity/callback", content=unknown[0],

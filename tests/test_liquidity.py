@@ -424,3 +424,30 @@ async def test_a_request_never_called_back_is_flagged(world: World) -> None:
     assert answer["request"]["state"] == "completed"
     assert await world.total() == Decimal("1800")
     assert await world.alerts.open_alerts() == []
+
+
+async def test_an_operator_dismisses_a_flagged_request(world: World) -> None:
+    world.provider.fail_always = True
+    await _fill(world, "1000", "900")
+    [made] = await world.manager.evaluate()
+    reference = made["reference_id"]
+    for _ in range(limits.provider_attempts_max):
+        await world.manager.dispatch()
+        world.clock.advance_s(3600)
+    assert (await world.manager.get(reference))["state"] == "flagged"
+    assert await world.manager.book.used_minor(USDT, START_MS) == 800_000_000
+    dismissed = await world.manager.dismiss(reference, "admin-1", "10.0.0.1")
+    assert dismissed["state"] == "dismissed"
+    assert await world.manager.book.used_minor(USDT, START_MS) == 0  # back to the cap
+    assert await world.alerts.open_alerts() == []
+    with pytest.raises(Conflict) as raised:
+        await world.manager.dismiss(reference, "admin-1", "10.0.0.1")
+    assert raised.value.message == f"Liquidity request {reference} is dismissed, not flagged"
+    [audit] = [e for e in await world.events() if e.reference == "liquidity_dismissed"]
+    assert (audit.meta["actor"], audit.meta["ip"]) == ("admin-1", "10.0.0.1")
+    # the provider's late word on it changes nothing
+    world.provider.fail_always = False
+    world.provider.transactions["liq-late"] = world.provider.calls[0]
+    answer = await world.callback("liq-late")
+    assert (answer["request"]["state"], answer["duplicate_callback"]) == ("dismissed", True)
+    assert await world.total() == Decimal("1000")

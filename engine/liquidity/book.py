@@ -10,7 +10,8 @@ Keys, all under shard 0's hash tag (one slot, like the alert book):
 States: requested (waiting to be sent, or retried after a provider failure) -> pending (the
 provider accepted) -> confirmed (its signed success callback arrived) -> completed (the top-up
 is journalled). Or failed (the provider said so), or flagged (attempts exhausted, or no
-callback in time: an operator must look; a late success callback still completes it).
+callback in time: an operator must look; a late success callback still completes it), which
+an operator may dismiss (they see to the reserve themselves).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from engine.keys import KeySpace
 from engine.liquidity import limits
 
 OPEN_STATES = ("requested", "pending", "confirmed")
-STATES = (*OPEN_STATES, "completed", "failed", "flagged")
+STATES = (*OPEN_STATES, "completed", "failed", "flagged", "dismissed")
 DAY_MS = 86_400_000
 
 

@@ -217,6 +217,26 @@ class LiquidityManager:
                           f"{view['currency']} reserve: liquidity request {record['reference']} "
                           f"needs an operator: {why}", record["reference"])
 
+    async def dismiss(self, reference: str, actor: str, ip: str) -> dict[str, Any]:
+        """An operator closes a flagged request (they see to the reserve themselves): its
+        amount goes back to the day's cap and its alert clears; a later callback is a
+        duplicate. Conflict unless the request is flagged."""
+        record = await self.book.get(reference)
+        if record is None:
+            raise NotFound(f"Liquidity request {reference} not found",
+                           code="liquidity_request_not_found")
+        now_ms = self.clock_ms()
+        code, state = await self.book.advance(now_ms, record, ("flagged",), "dismissed",
+                                              close=True, release_cap=True)
+        if code != 0:
+            raise Conflict(f"Liquidity request {reference} is {state}, not flagged",
+                           code="liquidity_request_not_flagged")
+        view = self.view({**record, "state": "dismissed", "updated_ms": str(now_ms)})
+        detail = {"request": {"reference_id": reference}, "result": {"state": "dismissed"}}
+        await self.engine.run(self.engine.ops.audit(actor, "liquidity_dismissed", ip, detail))
+        await self._clear(record["account"], "liquidity_flagged")
+        return view
+
     # -- callbacks ----------------------------------------------------------------------------
 
     async def callback(self, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
