@@ -65,7 +65,8 @@ async def http(backend: dict[str, Any], tmp_path: Path,
         await engine.close()
 
 
-@pytest.mark.parametrize("backend", ["redis"], indirect=True)
+@pytest.mark.parametrize("backend", [pytest.param("redis", marks=pytest.mark.real)],
+                         indirect=True)
 async def test_a_request_from_trigger_to_top_up_through_the_api(
         http: httpx.AsyncClient) -> None:
     ctx = http.app.state.ctx  # type: ignore[attr-defined]

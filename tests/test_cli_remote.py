@@ -101,11 +101,11 @@ def test_balances_and_tokens_of_a_running_embedded_server(
     assert token not in server.log()
 
 
+@pytest.mark.parametrize("backend", [pytest.param("redis", marks=pytest.mark.real)],
+                         indirect=True)
 def test_balances_with_a_redis_url_reads_it_directly(
         backend: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    if backend["name"] != "redis":
-        pytest.skip("the CLI reads a real Redis by its URL")
     settings = backend["settings"]
     ReserveService(backend["sync"], settings).top_up_reserve("KES", "12.34", "fiat", "k1")
     monkeypatch.setenv("RESERVES_REDIS_URL", settings.redis_url)
