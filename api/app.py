@@ -33,7 +33,7 @@ from engine.errors import ReserveError
 log = logging.getLogger("reserves.api")
 
 CORE_MODULES = ("api.system", "api.reserves", "api.holds")
-OPTIONAL_MODULES = ("api.flows", "api.dashboard")
+OPTIONAL_MODULES = ("api.flows", "api.dashboard", "api.liquidity", "api.tokens")
 
 
 def route_modules() -> list[ModuleType]:

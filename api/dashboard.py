@@ -27,6 +27,8 @@ from api.auth import Role
 from api.context import ApiContext
 from api.endpoint import endpoint
 from api.jsonio import json_response
+from api.liquidity import REQUEST as LIQUIDITY_REQUEST
+from api.liquidity import recent_requests
 from api.openapi import NUMBER, _obj, _success, ok, operation, ref
 from engine.errors import InvalidRequest, ReserveError
 from engine.journal import JournalEvent
@@ -82,6 +84,7 @@ async def dashboard_data(request: Request, ctx: ApiContext) -> Response:
                          "history": await samples.history(label)})
     return json_response({"success": True, "reserves": reserves,
                           "alerts": [alert_view(a) for a in await alerts.open_alerts()],
+                          "liquidity_requests": await recent_requests(ctx),
                           "now_ms": ctx.engine.ops.clock_ms()})
 
 
@@ -194,6 +197,7 @@ openapi_paths: dict[str, Any] = {
         "Every reserve with its forecast and utilization samples, and the open alerts", "admin",
         ok(_success(reserves={"type": "array", "items": DASHBOARD_RESERVE},
                     alerts={"type": "array", "items": ALERT},
+                    liquidity_requests={"type": "array", "items": LIQUIDITY_REQUEST},
                     now_ms={"type": "integer"})))},
     "/wallet/reserves/alerts": {"get": operation(
         "Open alerts, and the newest raised and cleared ones (newest first)", "admin",

@@ -34,10 +34,11 @@ pytestmark = pytest.mark.real
 BAD = {"Authorization": "Bearer wrong-token-9876543210"}
 CALLBACK_SECRET = "mm-callback-secret-5555555555"
 # Routes anyone may call: liveness, metrics, the API description, the docs and dashboard
-# pages (their data needs a token), and the mobile-money callback (its signature is the
-# authentication).
+# pages (their data needs a token), and the mobile-money and liquidity callbacks (their
+# signature is the authentication).
+CALLBACKS = {"/wallet/mobile-money/callback", "/wallet/reserves/liquidity/callback"}
 PUBLIC = {"/health", "/metrics", "/openapi.json", "/docs", "/docs/static/swagger-ui-init.js",
-          "/dashboard", "/wallet/mobile-money/callback"}
+          "/dashboard", *CALLBACKS}
 PUBLIC_MOUNTS = {"/docs/static", "/dashboard/static"}
 PATH_VALUES = {"currency": "USDT", "account_type": "crypto", "reference_id": "sec-ref-1",
                "user_id": "u1"}
@@ -135,7 +136,7 @@ def test_protected_route_refuses_missing_bad_and_wrong_tokens(
 @pytest.mark.parametrize("method,path", [(m, p) for m, p, r in ROUTES if r is None and m != "HEAD"])
 def test_public_routes_need_no_token(server: Server, method: str, path: str) -> None:
     r = request(server, method, path, {})
-    if path == "/wallet/mobile-money/callback":  # no signature: refused, and no bearer challenge
+    if path in CALLBACKS:  # no signature: refused, and no bearer challenge
         assert r.status_code == 401, r.text
         assert "www-authenticate" not in r.headers
     else:
