@@ -10,6 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api import limits
 from engine.errors import InvalidRequest
 from engine.money import exact_json
 
@@ -28,9 +29,17 @@ def _refuse_constant(name: str) -> Any:
     raise InvalidRequest(f"malformed JSON: {name} is not a number")
 
 
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > limits.json_int_digits_max:
+        raise InvalidRequest(f"malformed JSON: an integer of more than "
+                             f"{limits.json_int_digits_max} digits", code="malformed_json")
+    return int(digits)
+
+
 def parse_json(raw: bytes) -> Any:
     try:
-        return json.loads(raw, parse_float=Decimal, parse_constant=_refuse_constant)
+        return json.loads(raw, parse_float=Decimal, parse_int=_bounded_int,
+                          parse_constant=_refuse_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidRequest(f"malformed JSON: {exc}") from None
     except RecursionError:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine import limits as engine_limits
+from persistence import limits as persistence_limits
 
 REF = "#/components/schemas/"
 
@@ -174,7 +175,8 @@ CORE_PATHS: dict[str, Any] = {
                                    by_operation={"type": "object"},
                                    by_currency=ANALYTICS_BY_CURRENCY))),
         params=[{"name": "period_days", "in": "query", "required": False,
-                 "schema": {"type": "integer", "minimum": 1, "maximum": 3650}}],
+                 "schema": {"type": "integer", "minimum": persistence_limits.period_days_min,
+                            "maximum": persistence_limits.period_days_max}}],
         errors=(400,))},
     "/wallet/reserves/cache/clear": {"post": operation(
         "Clear the in-process caches (account lookups, status)", "admin",

@@ -14,9 +14,10 @@ from api.auth import Role
 from api.context import ApiContext
 from api.endpoint import audited, endpoint
 from api.jsonio import json_response, read_object, required, text, whole_number
+from api.params import query_int
 from engine import limits as engine_limits
-from engine.errors import InvalidRequest
 from engine.service import hold_result_dict, transfer_dict
+from persistence import limits as persistence_limits
 from engine.types import Balance
 
 _SEVERITY = {"healthy": 0, "moderate": 1, "warning": 2, "critical": 3}
@@ -93,18 +94,12 @@ async def withdraw(request: Request, ctx: ApiContext) -> Response:
                            "withdrawn", ctx.engine.withdraw_from_reserve)
 
 
-def _period_days(request: Request) -> int:
-    raw = request.query_params.get("period_days", str(limits.period_days_default))
-    if not raw.isdigit():
-        raise InvalidRequest("period_days must be a whole number of days")
-    return int(raw)
-
-
 @endpoint(Role.admin)
 async def analytics(request: Request, ctx: ApiContext) -> Response:
     from persistence.analytics import reserve_analytics
 
-    period_days = _period_days(request)
+    period_days = query_int(request, "period_days", limits.period_days_default,
+                            persistence_limits.period_days_min, persistence_limits.period_days_max)
     # SQLAlchemy is synchronous: keep the event loop free while Postgres answers.
     data = await asyncio.to_thread(reserve_analytics, ctx.settings.database_url, period_days,
                                    ctx.engine.registry)

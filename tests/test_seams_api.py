@@ -1,0 +1,201 @@
+"""Seams of the HTTP layer (issue 15, items 9, 11 and 13), through the real app
+(api.app.create_app) with httpx's ASGI transport, on fakeredis and on the real Redis: bad input
+and Redis refusals answered 4xx / 503 with a code and nothing changed; every change and every
+refused change audited and readable; repeats answered by one rule."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio
+from redis import exceptions as redis_errors
+
+from api.app import create_app
+from api.context import ApiConfig
+from engine.config import Settings
+from engine.batching import BatchingDriver
+from engine.engine import ReserveEngine
+from tests.api_server import ADMIN, ADMIN_TOKEN, SERVICE, SERVICE_TOKEN
+from tests.services import redis_server
+
+ACCT = "/wallet/reserves/USDT/crypto"
+
+
+@pytest.fixture
+def settings(backend: dict[str, Any], tmp_path: Path) -> Settings:
+    return replace(backend["settings"], admin_tokens=(ADMIN_TOKEN,),
+                   service_tokens=(SERVICE_TOKEN,),
+                   database_url=f"sqlite:///{tmp_path / 'reserves.db'}")
+
+
+async def _client(settings: Settings, client: Any) -> AsyncIterator[httpx.AsyncClient]:
+    engine = ReserveEngine(client, settings)
+    app = create_app(settings, engine=engine,
+                     config=ApiConfig(background_tasks=False, rate_per_s=0))
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+                http.app = app  # type: ignore[attr-defined]
+                yield http
+    finally:
+        await engine.close()
+
+
+@pytest.fixture
+async def http(backend: dict[str, Any], settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async for client in _client(settings, backend["async_factory"]()):
+        yield client
+
+
+async def _top_up(http: httpx.AsyncClient, amount: str, reference: str) -> httpx.Response:
+    r = await http.post(f"{ACCT}/topup", headers=ADMIN,
+                        json={"amount": amount, "source_reference": reference})
+    assert r.status_code == 200, r.text
+    return r
+
+
+async def _balance(http: httpx.AsyncClient) -> tuple[Any, Any]:
+    r = await http.get(f"{ACCT}/balance", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    reserve = r.json()["reserve"]
+    return reserve["total_balance"], reserve["locked_balance"]
+
+
+# -- item 9: 4xx / 503 with a code, never 500 ---------------------------------------------------
+
+HUGE = "1" + "0" * 5000
+AMOUNT_ROUTES = [
+    (f"{ACCT}/topup", ADMIN, '{"amount": %s, "source_reference": "h1"}'),
+    (f"{ACCT}/withdraw", ADMIN, '{"amount": %s, "destination_reference": "h2"}'),
+    (f"{ACCT}/check", SERVICE, '{"amount": %s}'),
+    (f"{ACCT}/reserve", SERVICE,
+     '{"amount": %s, "reference_id": "h3", "operation_type": "swap"}'),
+    (f"{ACCT}/reserve", SERVICE,
+     '{"amount": 1, "reference_id": "h4", "operation_type": "swap", "ttl_seconds": %s}'),
+    ("/wallet/reserves/holds/held/commit", SERVICE, '{"amount": %s}'),
+]
+
+
+async def test_a_json_integer_of_thousands_of_digits_is_a_400(http: httpx.AsyncClient) -> None:
+    await _top_up(http, "100", "seed")
+    r = await http.post(f"{ACCT}/reserve", headers=SERVICE,
+                        json={"amount": "10", "reference_id": "held", "operation_type": "swap"})
+    assert r.status_code == 200, r.text
+    before = await _balance(http)
+    for path, headers, template in AMOUNT_ROUTES:
+        r = await http.post(path, headers={**headers, "Content-Type": "application/json"},
+                            content=template % HUGE)
+        assert r.status_code == 400, (path, r.text)
+        assert r.json() == {"success": False, "code": "malformed_json",
+                            "error": "malformed JSON: an integer of more than 64 digits"}
+    assert await _balance(http) == before
+
+
+@pytest.mark.parametrize("path", ["/wallet/reserves/analytics?period_days=",
+                                  "/wallet/reserves/alerts?limit=",
+                                  "/wallet/reserves/recent?limit="])
+@pytest.mark.parametrize("bad", ["\u00b2", "\u0663", "\uff11", "1" * 5000, "-1", "0", "x", ""])
+async def test_a_query_integer_is_ascii_digits_within_bounds(http: httpx.AsyncClient, path: str,
+                                                             bad: str) -> None:
+    await _top_up(http, "100", "seed")
+    before = await _balance(http)
+    r = await http.get(path + bad, headers=ADMIN)
+    assert r.status_code == 400, r.text
+    name = path.rsplit("?", 1)[1].rstrip("=")
+    maximum = {"period_days": 3650, "limit": 200}[name]
+    assert r.json() == {"success": False, "code": "invalid_query_parameter",
+                        "error": f"{name} must be a whole number from 1 to {maximum}"}
+    assert await _balance(http) == before
+
+
+def _refuse_when(monkeypatch: pytest.MonkeyPatch, armed: list[bool], error: Exception) -> None:
+    """Every asyncio command, pipeline and batch raises `error` while armed[0]: what a Redis
+    server in that state answers (the scripts run through execute_command too)."""
+    for cls, name in ((redis.asyncio.Redis, "execute_command"),
+                      (redis.asyncio.client.Pipeline, "execute"), (BatchingDriver, "_evalsha")):
+        real = getattr(cls, name)
+
+        async def refusing(self: Any, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            if armed[0]:
+                raise error
+            return await _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, name, refusing)
+
+
+REFUSALS = [
+    (redis_errors.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+     "redis_out_of_memory", "Redis is out of memory; retry later"),
+    (redis_errors.ReadOnlyError("You can't write against a read only replica."),
+     "redis_read_only", "Redis is a read-only replica; retry later"),
+    (redis_errors.ResponseError("BUSY Redis is busy running a script."),
+     "redis_busy", "Redis is busy running a script; retry later"),
+    (redis_errors.BusyLoadingError("Redis is loading the dataset in memory"),
+     "redis_loading", "Redis is loading its data; retry later"),
+    (redis_errors.MasterDownError("Link with MASTER is down"),
+     "redis_master_down", "Redis has lost its master; retry later"),
+    (redis_errors.TryAgainError("Multiple keys request during rehashing of slot"),
+     "redis_try_again", "Redis asks to try again; retry later"),
+    (redis_errors.ResponseError("WRONGTYPE Operation against a key holding the wrong kind"),
+     "redis_error", "Redis refused the command; retry later"),
+]
+
+
+@pytest.mark.parametrize(("error", "code", "message"), REFUSALS,
+                         ids=[r[1] for r in REFUSALS])
+async def test_redis_refusals_are_503_with_their_code(
+        http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, error: Exception, code: str,
+        message: str) -> None:
+    armed = [False]
+    _refuse_when(monkeypatch, armed, error)
+    if True:
+        await _top_up(http, "100", "seed")
+        before = await _balance(http)
+        armed[0] = True
+        calls = [("POST", f"{ACCT}/topup", ADMIN, {"amount": "1", "source_reference": "t2"}),
+                 ("POST", f"{ACCT}/reserve", SERVICE,
+                  {"amount": "1", "reference_id": "r1", "operation_type": "swap"}),
+                 ("GET", "/wallet/reserves/status", ADMIN, None),
+                 ("GET", "/wallet/reserves/recent", ADMIN, None)]
+        for method, path, headers, body in calls:
+            r = await http.request(method, path, headers=headers, json=body)
+            assert (r.status_code, r.json()) == (
+                503, {"success": False, "code": code, "error": message}), (path, r.text)
+        armed[0] = False
+        assert await _balance(http) == before
+
+
+@pytest.mark.real
+async def test_a_redis_at_maxmemory_answers_503_redis_out_of_memory(tmp_path: Path) -> None:
+    settings = replace(Settings(), key_prefix="oom", admin_tokens=(ADMIN_TOKEN,),
+                       service_tokens=(SERVICE_TOKEN,),
+                       database_url=f"sqlite:///{tmp_path / 'reserves.db'}")
+    with redis_server(extra_args=("--maxmemory-policy", "noeviction")) as url:
+        client = redis.asyncio.Redis.from_url(url, decode_responses=True)
+        async for http in _client(replace(settings, redis_url=url), client):
+            await _top_up(http, "100", "seed")
+            r = await http.post(f"{ACCT}/reserve", headers=SERVICE,
+                                json={"amount": "10", "reference_id": "r0",
+                                      "operation_type": "swap"})
+            assert r.status_code == 200, r.text
+            before = await _balance(http)
+            await client.config_set("maxmemory", "1")  # every write is over it now
+            calls = [(f"{ACCT}/topup", ADMIN, {"amount": "1", "source_reference": "t1"}),
+                     (f"{ACCT}/withdraw", ADMIN,
+                      {"amount": "1", "destination_reference": "w1"}),
+                     (f"{ACCT}/reserve", SERVICE,
+                      {"amount": "1", "reference_id": "r1", "operation_type": "swap"}),
+                     ("/wallet/reserves/holds/r0/commit", SERVICE, {})]
+            for path, headers, body in calls:
+                r = await http.post(path, headers=headers, json=body)
+                assert (r.status_code, r.json()) == (503, {
+                    "success": False, "code": "redis_out_of_memory",
+                    "error": "Redis is out of memory; retry later"}), (path, r.text)
+            assert await _balance(http) == before  # reads still work
