@@ -199,3 +199,56 @@ async def test_a_redis_at_maxmemory_answers_503_redis_out_of_memory(tmp_path: Pa
                     "success": False, "code": "redis_out_of_memory",
                     "error": "Redis is out of memory; retry later"}), (path, r.text)
             assert await _balance(http) == before  # reads still work
+
+
+# -- item 13: one rule for every repeat ----------------------------------------------------------
+
+
+async def _post(http: httpx.AsyncClient, path: str, body: Any,
+                headers: dict[str, str]) -> dict[str, Any]:
+    r = await http.post(path, headers=headers, json=body)
+    assert r.status_code == 200, (path, r.text)
+    return r.json()  # type: ignore[no-any-return]
+
+
+async def test_every_repeat_answers_the_first_fields_with_no_transaction_id_and_balances_now(
+        http: httpx.AsyncClient) -> None:
+    """The rule (README, HTTP API): a repeat changes nothing and answers 200 with the first
+    call's fields, `transaction_id: null` (nothing new was journalled) and the balances as they
+    are now. Between each call and its repeat another call moves the balances."""
+    top = {"amount": "100", "source_reference": "t1"}
+    first = await _post(http, f"{ACCT}/topup", top, ADMIN)
+    await _top_up(http, "50", "t2")
+    assert await _post(http, f"{ACCT}/topup", top, ADMIN) == {
+        **first, "new_total_balance": 150.0, "transaction_id": None}
+
+    out = {"amount": "20", "destination_reference": "w1"}
+    first = await _post(http, f"{ACCT}/withdraw", out, ADMIN)
+    await _top_up(http, "5", "t3")
+    assert await _post(http, f"{ACCT}/withdraw", out, ADMIN) == {
+        **first, "new_total_balance": 135.0, "transaction_id": None}
+
+    lock = {"amount": "10", "reference_id": "h1", "operation_type": "swap"}
+    first = await _post(http, f"{ACCT}/reserve", lock, SERVICE)
+    await _post(http, f"{ACCT}/reserve",
+                {"amount": "5", "reference_id": "h2", "operation_type": "swap"}, SERVICE)
+    assert await _post(http, f"{ACCT}/reserve", lock, SERVICE) == {
+        **first, "available_balance": 120.0, "locked_balance": 15.0, "transaction_id": None}
+
+    first = await _post(http, "/wallet/reserves/holds/h1/commit", {"amount": "4"}, SERVICE)
+    await _top_up(http, "1", "t4")
+    assert await _post(http, "/wallet/reserves/holds/h1/commit", {"amount": "4"}, SERVICE) == {
+        **first, "available_balance": 127.0, "transaction_id": None}
+
+    first = await _post(http, "/wallet/reserves/holds/h2/release", None, SERVICE)
+    await _top_up(http, "1", "t5")
+    assert await _post(http, "/wallet/reserves/holds/h2/release", None, SERVICE) == {
+        **first, "available_balance": 133.0, "transaction_id": None}
+    assert first["transaction_id"] is not None
+
+    deposit = "/wallet/users/u1/USDT/deposit"
+    first = await _post(http, deposit, {"amount": "7", "reference_id": "d1"}, SERVICE)
+    await _post(http, deposit, {"amount": "3", "reference_id": "d2"}, SERVICE)
+    assert await _post(http, deposit, {"amount": "7", "reference_id": "d1"}, SERVICE) == {
+        **first, "new_total_balance": 10.0, "available_balance": 10.0, "applied": False,
+        "transaction_id": None}
