@@ -128,7 +128,8 @@ async def deposit(request: Request, ctx: ApiContext) -> Response:
     p = request.path_params
     data = await read_object(request)
     result = await _wallet(ctx).users.deposit(p["user_id"], p["currency"],
-                                              required(data, "amount"), _reference(data))
+                                              required(data, "amount"), _reference(data),
+                                              request.state.audit)
     return json_response(result)
 
 

@@ -18,3 +18,16 @@ def query_int(request: Request, name: str, default: int, minimum: int, maximum: 
         raise InvalidRequest(f"{name} must be a whole number from {minimum} to {maximum}",
                              code="invalid_query_parameter")
     return int(raw)
+
+
+def query_text(request: Request, name: str, length_max: int = 128,
+               choices: tuple[str, ...] = ()) -> str | None:
+    """An optional text filter: None when absent; bounded, and one of `choices` if given."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    if not raw or len(raw) > length_max or (choices and raw not in choices):
+        allowed = f"one of {', '.join(choices)}" if choices else (
+            f"a non-empty text of at most {length_max} characters")
+        raise InvalidRequest(f"{name} must be {allowed}", code="invalid_query_parameter")
+    return raw
