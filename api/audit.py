@@ -24,7 +24,8 @@ from persistence import limits as page
 from persistence.audit import OUTCOMES, audit_entries
 from persistence.store import AuditQuery
 
-_MS_MAX = 2**53 - 1
+_MS_MAX = 253_402_300_799_999  # the last ms of year 9999: a datetime still holds it
+_ID_MAX = 2**53 - 1
 
 
 def audit_query(request: Request) -> AuditQuery:
@@ -36,7 +37,7 @@ def audit_query(request: Request) -> AuditQuery:
         reference=query_text(request, "reference", engine_limits.reference_length_max),
         since_ms=_optional_int(request, "since_ms", 0, _MS_MAX),
         until_ms=_optional_int(request, "until_ms", 0, _MS_MAX),
-        before_event_id=_optional_int(request, "before", 1, _MS_MAX),
+        before_event_id=_optional_int(request, "before", 1, _ID_MAX),
     )
 
 
@@ -75,7 +76,7 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
             "description": description}
 
 
-_INT = {"type": "integer", "minimum": 0}
+_MS = {"type": "integer", "minimum": 0, "maximum": _MS_MAX}
 openapi_paths: dict[str, Any] = {
     "/wallet/reserves/audit": {"get": operation(
         "The audit log: every change and every refused change, newest first", "admin",
@@ -83,16 +84,17 @@ openapi_paths: dict[str, Any] = {
                     next_cursor={"type": ["integer", "null"],
                                  "description": "`before` of the next page; null: the last"})),
         params=[
-            _query("actor", {"type": "string", "maxLength": 128}, "the token's identity"),
-            _query("action", {"type": "string", "maxLength": 64},
+            _query("actor", {"type": "string", "minLength": 1, "maxLength": 128},
+                   "the token's identity"),
+            _query("action", {"type": "string", "minLength": 1, "maxLength": 64},
                    "e.g. reserve_topup, reserve, deposit: the action and its refusals"),
             _query("outcome", {"enum": list(OUTCOMES)}, "applied or refused"),
-            _query("reference", {"type": "string",
+            _query("reference", {"type": "string", "minLength": 1,
                                  "maxLength": engine_limits.reference_length_max},
                    "the reference the change named"),
-            _query("since_ms", _INT, "created at or after (ms since the epoch)"),
-            _query("until_ms", _INT, "created before (ms since the epoch)"),
-            _query("before", {"type": "integer", "minimum": 1},
+            _query("since_ms", _MS, "created at or after (ms since the epoch)"),
+            _query("until_ms", _MS, "created before (ms since the epoch)"),
+            _query("before", {"type": "integer", "minimum": 1, "maximum": _ID_MAX},
                    "the cursor: entries with a smaller event id"),
             _query("limit", {"type": "integer", "minimum": 1, "maximum": page.audit_page_max,
                              "default": page.audit_page_default}, "entries per page"),

@@ -26,8 +26,9 @@ def query_text(request: Request, name: str, length_max: int = 128,
     raw = request.query_params.get(name)
     if raw is None:
         return None
-    if not raw or len(raw) > length_max or (choices and raw not in choices):
+    if (not raw or len(raw) > length_max or not raw.isprintable()
+            or (choices and raw not in choices)):
         allowed = f"one of {', '.join(choices)}" if choices else (
-            f"a non-empty text of at most {length_max} characters")
+            f"a printable text of 1 to {length_max} characters")
         raise InvalidRequest(f"{name} must be {allowed}", code="invalid_query_parameter")
     return raw

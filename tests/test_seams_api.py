@@ -370,7 +370,8 @@ async def test_every_change_and_every_refusal_is_audited(http: httpx.AsyncClient
 
 
 @pytest.mark.parametrize("query", ["?limit=0", "?limit=501", "?outcome=maybe", "?before=0",
-                                   "?since_ms=\u00b2", "?actor=", "?action=" + "a" * 65])
+                                   "?since_ms=\u00b2", "?until_ms=253402300800000",
+                                   "?actor=", "?actor=a%00b", "?action=" + "a" * 65])
 async def test_audit_query_is_checked(http: httpx.AsyncClient, query: str) -> None:
     r = await http.get(f"/wallet/reserves/audit{query}", headers=ADMIN)
     assert (r.status_code, r.json()["code"]) == (400, "invalid_query_parameter"), r.text
