@@ -328,7 +328,8 @@ openapi_paths: dict[str, Any] = {
         "Credit a user's wallet (idempotent on reference_id)", "service",
         ok(_success(user_id=STRING, currency=STRING, deposited_amount=NUMBER,
                     new_total_balance=NUMBER, available_balance=NUMBER,
-                    transaction_id=INTEGER, applied={"type": "boolean"})),
+                    transaction_id={"type": ["integer", "null"]},  # null: a repeat
+                    applied={"type": "boolean"})),
         request=body(_obj(["amount", "reference_id"], amount=AMOUNT, reference_id=REFERENCE)),
         params=[path_param("user_id", USER_ID), path_param("currency")], errors=WRITE)},
     "/wallet/users/{user_id}/balances": {"get": operation(

@@ -23,6 +23,7 @@ REFERENCE = {"type": "string", "minLength": 1, "maxLength": engine_limits.refere
 OPERATION = {"type": "string", "minLength": 1,
              "maxLength": engine_limits.operation_type_length_max}
 NUMBER = {"type": "number"}
+TRANSACTION_ID = {"type": ["integer", "null"], "description": "null: a repeat, nothing journalled"}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["success", "error"],
@@ -154,7 +155,7 @@ CORE_PATHS: dict[str, Any] = {
     "/wallet/reserves/{currency}/{account_type}/topup": {"post": operation(
         "Add funds to a reserve (idempotent on source_reference)", "admin",
         ok(_success(topped_up_amount=NUMBER, new_total_balance=NUMBER,
-                    transaction_id={"type": "integer"})),
+                    transaction_id=TRANSACTION_ID)),
         request=body(_obj(["amount", "source_reference"], amount=AMOUNT,
                           source_reference=REFERENCE)),
         params=ACCOUNT_PARAMS, errors=WRITE)},
@@ -162,7 +163,7 @@ CORE_PATHS: dict[str, Any] = {
         "Take funds out of a reserve's available balance (idempotent on destination_reference)",
         "admin",
         ok(_success(withdrawn_amount=NUMBER, new_total_balance=NUMBER,
-                    transaction_id={"type": "integer"})),
+                    transaction_id=TRANSACTION_ID)),
         request=body(_obj(["amount", "destination_reference"], amount=AMOUNT,
                           destination_reference=REFERENCE)),
         params=ACCOUNT_PARAMS, errors=WRITE)},

@@ -23,9 +23,9 @@ log = logging.getLogger("reserves.engine")
 UNAVAILABLE_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError,
                       redis_errors.ResponseError)
 
-# Redis answered with a refusal: (error prefix, its 503 code, what it means). redis-py maps some
-# prefixes to classes and strips them from the text (LOADING is a ConnectionError to it), BUSY
-# it leaves in the text; a script's redis.call error keeps its prefix.
+# Redis answered with a refusal: (error prefix, redis-py's class of it, the 503's code, what it
+# means). redis-py maps some prefixes to classes and strips them from the text (LOADING is a
+# ConnectionError to it), BUSY it leaves in the text; a script's redis.call error keeps its prefix.
 _REFUSALS = (
     ("OOM", redis_errors.OutOfMemoryError, "redis_out_of_memory", "Redis is out of memory"),
     ("READONLY", redis_errors.ReadOnlyError, "redis_read_only", "Redis is a read-only replica"),
