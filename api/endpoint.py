@@ -119,6 +119,13 @@ def audit_body(request: Request, body: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
+async def audited(request: Request, ctx: ApiContext, action: str, body: dict[str, Any],
+                  change: Callable[[dict[str, Any]], Awaitable[Any]]) -> Any:
+    """Run a change with its audit data (the request's, with this body); should it be refused,
+    `endpoint` audits the refusal (under the endpoint's `action`)."""
+    return await change(audit_body(request, body))
+
+
 async def audit_refusal(request: Request, ctx: ApiContext, principal: Principal | None,
                         action: str, route: str, response: Response) -> None:
     """A refused change as an `audit` event: {"request", "result": {"status", "code", "error"}}.

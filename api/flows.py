@@ -208,7 +208,7 @@ async def get_operation(request: Request, ctx: ApiContext) -> Response:
     return json_response({"success": True, "operation": view})
 
 
-@endpoint(Role.admin)
+@endpoint(Role.admin, action="flow_settle")
 async def settle_operation(request: Request, ctx: ApiContext) -> Response:
     """An operator settles a flagged operation: {"action": "credit" | "refunded"}."""
     ref = request.path_params["reference_id"]
