@@ -410,6 +410,8 @@ class Store:
             stmt = stmt.where(a.c.actor == query.actor)
         if query.action is not None:
             stmt = stmt.where(a.c.action.in_((query.action, f"{query.action}{REFUSED_SUFFIX}")))
+        else:  # the flows' record snapshots (flow_snapshots) only when asked for
+            stmt = stmt.where(a.c.action != "flow_state")
         if query.outcome is not None:
             refused = a.c.action.endswith(REFUSED_SUFFIX, autoescape=True)
             stmt = stmt.where(refused if query.outcome == "refused" else sa.not_(refused))

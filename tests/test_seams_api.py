@@ -423,6 +423,7 @@ def test_reserves_audit_prints_the_log_as_a_table(tmp_path: Path, capsys: Any,
     client = fakeredis.FakeRedis(decode_responses=True)
     ops = Ops(settings, CurrencyRegistry.load(settings.currencies_path))
     driver = SyncDriver(client)
+    driver.run(ops.audit("flows", "flow_state", "", {"request": {"kind": "swap"}}))
     driver.run(ops.audit("ops-1", "token_create", "local", {"name": "n1"}))
     driver.run(ops.audit("ops-1", "reserve_topup_refused", "10.0.0.9", {
         "request": {"method": "POST", "path": "/x", "route": "top_up", "role": "admin"},
@@ -442,7 +443,11 @@ def test_reserves_audit_prints_the_log_as_a_table(tmp_path: Path, capsys: Any,
     assert len(lines) == 2
     assert main(["audit", "--limit", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3 and lines[2] == f"(more: --before {events[1].event_id})"
-    assert main(["audit", "--before", str(events[1].event_id)]) == 0
-    assert capsys.readouterr().out.splitlines()[1].split()[2:] == [
-        "ops-1", "local", "token_create", "applied"]
+    assert len(lines) == 3 and lines[2] == f"(more: --before {events[2].event_id})"
+    assert main(["audit", "--before", str(events[2].event_id)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2  # not the flows' record snapshot
+    assert lines[1].split()[2:] == ["ops-1", "local", "token_create", "applied"]
+    assert main(["audit", "--action", "flow_state"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[2:] == ["flows", "flow_state",
+                                                                   "applied"]
