@@ -32,7 +32,7 @@ from engine.errors import ReserveError
 
 log = logging.getLogger("reserves.api")
 
-CORE_MODULES = ("api.system", "api.reserves", "api.holds")
+CORE_MODULES = ("api.system", "api.reserves", "api.holds", "api.audit")
 OPTIONAL_MODULES = ("api.flows", "api.dashboard", "api.liquidity", "api.tokens")
 
 
