@@ -42,7 +42,7 @@ def _name(value: Any) -> str:
     return value
 
 
-@endpoint(Role.admin)
+@endpoint(Role.admin, action="token_create")
 async def create(request: Request, ctx: ApiContext) -> Response:
     data = await read_object(request)
     raw_role = data.get("role")
@@ -75,7 +75,7 @@ async def listing(request: Request, ctx: ApiContext) -> Response:
     return json_response({"success": True, "tokens": tokens})
 
 
-@endpoint(Role.admin)
+@endpoint(Role.admin, action="token_revoke")
 async def revoke(request: Request, ctx: ApiContext) -> Response:
     name = _name(request.path_params["name"])
 

@@ -177,10 +177,19 @@ async def test_token_endpoints_create_list_revoke_and_audit(http: httpx.AsyncCli
                             "code": "token_not_found"}
     audits = [(e.reference, e.meta.get("result")) for e in await _journal(http)
               if e.op == "audit"]
+    # every refusal is audited too (api/endpoint.py), under the endpoint's action
     assert audits == [
+        ("token_create_refused", {"status": 403, "code": "forbidden",
+                                  "error": "this endpoint needs the admin role"}),
+        *[("token_create_refused", {"status": 400, "code": code, "error": message})
+          for code, message in [
+              ("invalid_role", "role must be admin or service"),
+              ("invalid_role", "role must be admin or service"),
+              ("invalid_token_name",
+               "name must be 1-64 characters of letters, digits and _ . : @ -")]],
         ("token_create", {"name": "wallet-backend", "role": "service"}),
         ("token_revoke", {"name": "wallet-backend", "revoked": 1}),
-        ("token_revoke_refused", {"status": 404,
+        ("token_revoke_refused", {"status": 404, "code": "token_not_found",
                                   "error": "No stored token is named wallet-backend"})]
     raw = "".join(str(e.meta) for e in await _journal(http))
     assert token not in raw and digest_of(token) not in raw
