@@ -60,3 +60,7 @@ rebuild_id_gap_count = 1_000_000
 
 # The divergence report a stopped persister leaves in Redis: at most this many characters.
 divergence_text_max = 2000
+
+# The audit log (`reserves audit`, GET /wallet/reserves/audit): entries per page.
+audit_page_default = 50
+audit_page_max = 500
