@@ -29,6 +29,7 @@ from engine.errors import (
     ResultCode,
     raise_for_code,
 )
+from engine.references import stored_reference
 from engine.types import Balance, HoldResult, HoldState
 
 if TYPE_CHECKING:
@@ -179,7 +180,7 @@ def recover_sagas(ops: Ops, older_than_s: float = limits.saga_stale_s) -> Op[int
             legs_json = yield Call("hget", (record_key, "legs"))
             for _label, _amount, ref in json.loads(legs_json or "[]"):
                 try:
-                    yield from ops.release(ref, {"saga": "recovered"})
+                    yield from ops.release(stored_reference(ref), {"saga": "recovered"})
                 except (HoldNotFound, HoldAlreadyEnded):
                     pass  # never held, or already ended: nothing to undo
             yield from _settle(record_key, open_key, saga_id)

@@ -14,7 +14,8 @@ from tests.engine_helpers import journal, make_service, minor_balance
 
 RUN_ON_CLUSTER = True  # the backend fixture adds a local 3-master Redis Cluster
 
-REFERENCE_RULE = "1-128 characters of letters, digits and _ . : @ / + = -"
+REFERENCE_RULE = ("1-128 characters of letters, digits and _ . : @ / + = -, with no part between "
+                  "slashes that is . or ..")
 
 BAD_AMOUNTS = [
     ("0", "amount must be greater than zero"),
