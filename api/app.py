@@ -77,10 +77,12 @@ def _monitor_snapshot(ctx: ApiContext) -> Any:
     from engine.monitoring.alerts import MetricsSnapshot
 
     requests, failures, p99_ms = metrics.window.snapshot()
+    money_requests, refusals = metrics.window.refusals()
     lag = ctx.extras.get("lag")
     return MetricsSnapshot(
         persister_lag_ms=int(lag["oldest_unpersisted_age_s"] * 1000) if lag else None,
-        requests_count=requests, errors_count=failures, latency_p99_ms=p99_ms)
+        requests_count=requests, errors_count=failures, latency_p99_ms=p99_ms,
+        money_requests_count=money_requests, refusals_count=refusals)
 
 
 async def _refresh_lag(ctx: ApiContext) -> None:
@@ -118,6 +120,12 @@ def create_app(settings: Settings | None = None, *, engine: ReserveEngine | None
             if settings.redis_cluster:
                 tasks.append(asyncio.create_task(
                     _every(limits.saga_recover_interval_s, "saga recovery", eng.recover_sagas)))
+            from persistence.report_schedule import scheduler_from_env
+
+            reports = scheduler_from_env(settings, eng.registry)  # RESERVES_REPORTS_DIR
+            if reports is not None:
+                tasks.append(asyncio.create_task(
+                    _every(reports.interval_s, "reports", reports.run_once)))
         for module in modules:
             if hasattr(module, "start"):
                 await module.start(ctx)

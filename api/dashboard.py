@@ -32,7 +32,7 @@ from engine.errors import InvalidRequest, ReserveError
 from engine.journal import JournalEvent
 from engine.money import from_minor
 from engine.monitoring import limits
-from engine.monitoring.alerts import AlertBook
+from engine.monitoring.alerts import ALERT_KINDS, AlertBook
 from engine.monitoring.forecast import SampleBook
 from persistence.recent import RecentRow, recent_transactions
 
@@ -166,7 +166,7 @@ ALERT = _obj(
     ["id", "key", "account", "kind", "level", "message", "value", "state", "raised_ms",
      "cleared_ms"],
     id={"type": "integer"}, key={"type": "string"}, account={"type": "string"},
-    kind={"enum": ["utilization", "floor", "persister_lag", "error_rate", "latency_p99"]},
+    kind={"enum": list(ALERT_KINDS)},
     level={"enum": ["warning", "critical", "emergency"]}, message={"type": "string"},
     value={"type": "string"}, state={"enum": ["open", "cleared"]},
     raised_ms={"type": ["integer", "null"]}, cleared_ms={"type": ["integer", "null"]})

@@ -70,7 +70,7 @@ def endpoint(role: Role | None, name: str | None = None) -> Callable[[Handler], 
             elapsed_s = time.perf_counter() - started
             metrics.requests.labels(route, str(response.status_code)).inc()
             metrics.latency.labels(route).observe(elapsed_s)
-            metrics.window.add(elapsed_s, response.status_code >= 500)
+            metrics.window.add_response(elapsed_s, response.status_code, route)
             return response
 
         run.required_role = role  # type: ignore[attr-defined]

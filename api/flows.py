@@ -31,7 +31,7 @@ from starlette.routing import Route
 import api.convertors  # noqa: F401  (registers {...:reference})
 from api.auth import Role
 from api.context import ApiContext
-from api.endpoint import endpoint
+from api.endpoint import audited, endpoint
 from api.jsonio import error_response, json_response, read_object, required, text
 from api.openapi import AMOUNT, NUMBER, REFERENCE, body, ok, operation, path_param, ref
 from engine import limits as engine_limits
@@ -90,6 +90,8 @@ async def start(ctx: ApiContext) -> None:
         try:
             await wallet.mobile_money.callback(raw, headers)
         except ReserveError as exc:
+            if exc.details.get("code") == "callback_too_early":
+                raise  # the simulated provider delivers it again, as a real one retries
             log.warning("simulated callback: %s", exc.message)
 
     if provider.outcome != "manual":
@@ -206,6 +208,29 @@ async def get_operation(request: Request, ctx: ApiContext) -> Response:
     return json_response({"success": True, "operation": view})
 
 
+@endpoint(Role.admin)
+async def settle_operation(request: Request, ctx: ApiContext) -> Response:
+    """An operator settles a flagged operation: {"action": "credit" | "refunded"}."""
+    ref = request.path_params["reference_id"]
+    data = await read_object(request)
+
+    async def change(meta: dict[str, Any]) -> dict[str, Any]:
+        view = await _wallet(ctx).mobile_money.settle(ref, required(data, "action"), meta)
+        await ctx.engine.run(ctx.engine.ops.audit(
+            meta["actor"], "flow_settle", meta["ip"],
+            {"request": meta["request"], "result": {"reference_id": ref,
+                                                    "state": view["state"]}}))
+        return view
+
+    view = await audited(request, ctx, "flow_settle", data, change)
+    return json_response({"success": True, "operation": view})
+
+
+@endpoint(Role.admin)
+async def flagged(request: Request, ctx: ApiContext) -> Response:
+    return json_response({"success": True, "flows": await _wallet(ctx).flagged()})
+
+
 _MM = "/wallet/mobile-money"
 
 routes = [
@@ -217,6 +242,8 @@ routes = [
     Route(f"{_MM}/buy", buy, methods=["POST"]),
     Route(f"{_MM}/sell", sell, methods=["POST"]),
     Route(f"{_MM}/callback", callback, methods=["POST"]),
+    Route("/wallet/flows/flagged", flagged, methods=["GET"]),
+    Route(f"{_MM}/{{reference_id:reference}}/settle", settle_operation, methods=["POST"]),
     Route(f"{_MM}/{{reference_id:reference}}", get_operation, methods=["GET"]),
 ]
 
@@ -264,19 +291,25 @@ SWAP = _obj(["reference_id", "user_id", "state", "from_currency", "to_currency",
             state={"enum": ["reserving", "executing", "rolling_back", "completed", "failed"]},
             from_currency=STRING, to_currency=STRING, from_amount=NUMBER, to_amount=NUMBER,
             rate=NUMBER, spread=NUMBER, quote_id=NULLABLE_STRING, legs=LEGS,
-            error=ERROR_OR_NULL)
+            error=ERROR_OR_NULL, flag=NULLABLE_STRING)
 OPERATION = _obj(["reference_id", "direction", "state", "outcome", "user_id", "fiat_currency",
                   "crypto_currency", "fiat_amount", "crypto_amount", "rate", "phone_number",
                   "provider_tx_id", "expires_at_ms", "legs", "error"],
                  reference_id=STRING, direction={"enum": ["buy", "sell"]},
                  state={"enum": ["reserving", "initiating", "pending", "completed", "failed",
-                                 "expired", "settlement_failed"]},
+                                 "expired", "settlement_failed", "settled_after_expiry",
+                                 "refunded"]},
                  outcome={"enum": [None, "success", "failed", "expired", "refused",
                                    "provider_error"]},
                  user_id=STRING, fiat_currency=STRING, crypto_currency=STRING,
                  fiat_amount=NUMBER, crypto_amount=NUMBER, rate=NUMBER, phone_number=STRING,
                  provider_tx_id=NULLABLE_STRING, expires_at_ms=INTEGER, legs=LEGS,
-                 error=ERROR_OR_NULL)
+                 error=ERROR_OR_NULL, flag=NULLABLE_STRING)
+FLAGGED = _obj(["kind", "reference_id", "state", "flag", "error", "updated_ms"],
+               kind={"enum": ["swap", "mm"]}, reference_id=STRING, state=NULLABLE_STRING,
+               flag={"enum": ["recovery_failed", "settlement_failed", "settled_after_expiry",
+                              "contradicting_callback"]},
+               error=ERROR_OR_NULL, updated_ms=INTEGER)
 PROVIDER_FAILED = {"502": {"description": "the mobile-money provider refused or failed",
                            "content": {"application/json": {"schema": ref("Error")}}}}
 REF_PARAM = [path_param("reference_id", REFERENCE)]
@@ -333,15 +366,30 @@ openapi_paths: dict[str, Any] = {
         request=_mm_request("crypto_amount"), errors=WRITE)},
     f"{_MM}/callback": {"post": operation(
         "The provider's result of a collection or payout: HMAC-SHA256 of the raw body with the "
-        "shared secret, hex, in X-Signature; a bad signature is 401 and changes nothing; "
-        "applied once per transaction (repeats answer duplicate_callback: true)", None,
+        "shared secret, hex, in X-Signature; a bad signature, or a timestamp_ms more than "
+        "callback_age_s_max away, is 401 and changes nothing; it counts only for the "
+        "transaction the operation recorded (before that: 409 callback_too_early, retry); "
+        "applied once per transaction (repeats answer duplicate_callback: true); a success "
+        "after the operation expired flags it settled_after_expiry for an operator", None,
         ok(_success(duplicate_callback={"type": "boolean"}, operation=OPERATION)),
-        request=body(_obj(["provider_tx_id", "reference_id", "status"],
+        request=body(_obj(["provider_tx_id", "reference_id", "status", "timestamp_ms"],
                           provider_tx_id=STRING, reference_id=REFERENCE,
-                          status={"enum": ["success", "failed"]})),
+                          status={"enum": ["success", "failed"]}, timestamp_ms=INTEGER)),
         params=[{"name": SIGNATURE_HEADER, "in": "header", "required": True,
                  "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}],
         errors=(401, 404, 409, 413, 503))},
+    "/wallet/flows/flagged": {"get": operation(
+        "Flows set aside for an operator, oldest first: flag recovery_failed (compensated after "
+        "recovery failed for good), settlement_failed or settled_after_expiry (the provider "
+        "moved money the ledger did not: settle them), contradicting_callback", "admin",
+        ok(_success(flows={"type": "array", "items": FLAGGED})), errors=())},
+    f"{_MM}/{{reference_id}}/settle": {"post": operation(
+        "Settle a flagged operation (settlement_failed, settled_after_expiry): credit applies "
+        "it if the reserve covers it (else 409 exceeds_available, nothing changed), refunded "
+        "records that the provider's money went back; idempotent, audited", "admin",
+        ok(_success(operation=OPERATION)),
+        request=body(_obj(["action"], action={"enum": ["credit", "refunded"]})),
+        params=REF_PARAM, errors=(400, 404, 409))},
     f"{_MM}/{{reference_id}}": {"get": operation(
         "A mobile-money operation and its state", "service", ok(_success(operation=OPERATION)),
         params=REF_PARAM, errors=(400, 404))},

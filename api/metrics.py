@@ -38,8 +38,16 @@ def _latency_bounds_s() -> list[float]:
     return bounds
 
 
+# The routes that move money (endpoint names). A 409 answer of one of these is a refusal
+# (insufficient reserve or funds, a reference reused differently, a hold already ended): the
+# refusal-rate alert counts those over these routes' requests. A 409 is never a 5xx error.
+MONEY_ROUTES = frozenset({"top_up", "withdraw", "reserve", "release_hold", "commit_hold",
+                          "create_swap", "buy", "sell", "deposit"})
+
+
 class Window:
-    """Requests of the last window_s seconds, for the monitor's error-rate and p99 alerts.
+    """Requests of the last window_s seconds, for the monitor's error-rate, refusal-rate and
+    p99 alerts.
 
     One latency histogram per second of the window, and their running sum: a request costs two
     increments and a snapshot reads one histogram, whatever the request rate. (Keeping every
@@ -54,8 +62,12 @@ class Window:
         buckets = len(self._bounds_s) + 1  # the last: slower than LATENCY_BUCKET_MAX_S
         self._slot_counts = [[0] * buckets for _ in range(window_s)]  # by second % window_s
         self._slot_failures = [0] * window_s
+        self._slot_money = [0] * window_s
+        self._slot_refusals = [0] * window_s
         self._counts = [0] * buckets  # sum of the slots
         self._failures = 0
+        self._money = 0
+        self._refusals = 0
         self._requests = 0
         self._second = int(clock())  # the newest second the slots hold
 
@@ -74,10 +86,20 @@ class Window:
                             counts[i] = 0
                     self._failures -= self._slot_failures[slot]
                     self._slot_failures[slot] = 0
+                    self._money -= self._slot_money[slot]
+                    self._slot_money[slot] = 0
+                    self._refusals -= self._slot_refusals[slot]
+                    self._slot_refusals[slot] = 0
             self._second = second
         return self._second % self.window_s
 
-    def add(self, seconds: float, failed: bool) -> None:
+    def add_response(self, seconds: float, status: int, route: str) -> None:
+        """One answered request: a 5xx is a failure; a 409 of a money route, a refusal."""
+        money = route in MONEY_ROUTES
+        self.add(seconds, status >= 500, money, money and status == 409)
+
+    def add(self, seconds: float, failed: bool, money: bool = False,
+            refused: bool = False) -> None:
         slot = self._advance()
         bucket = bisect_left(self._bounds_s, seconds)
         self._slot_counts[slot][bucket] += 1
@@ -86,13 +108,25 @@ class Window:
         if failed:
             self._slot_failures[slot] += 1
             self._failures += 1
+        if money:
+            self._slot_money[slot] += 1
+            self._money += 1
+            if refused:
+                self._slot_refusals[slot] += 1
+                self._refusals += 1
+
+    def refusals(self) -> tuple[int, int]:
+        """(money-route requests, their refusals) over the window."""
+        self._advance()
+        return self._money, self._refusals
 
     def snapshot(self) -> tuple[int, int, int | None]:
         """(requests, server errors, p99 latency in ms) over the window."""
         self._advance()
         if not self._requests:
             return 0, 0, None
-        rank = min(self._requests - 1, (self._requests * 99) // 100)  # as in a sorted list
+        # nearest rank: the ceil(0.99 n)-th fastest, so one slow request of 100 is not the p99
+        rank = (self._requests * 99 + 99) // 100 - 1
         seen = 0
         for bucket, count in enumerate(self._counts):
             seen += count

@@ -121,6 +121,14 @@ def _success(**props: Any) -> dict[str, Any]:
     return _obj(["success", *props], success={"const": True}, **props)
 
 
+ANALYTICS_BY_CURRENCY = {
+    "type": "object",
+    "description": "Per currency: transaction_count and operations (counts of the reserve's "
+                   "money operations, locks and releases included), and total_volume, the money "
+                   "that moved in its major units: top-ups + withdrawals + commits (and flow "
+                   "settlements). Locks, releases and expiries only earmark money or hand an "
+                   "earmark back: a hold counts once, by what it committed."}
+
 CORE_PATHS: dict[str, Any] = {
     "/health": {"get": operation("Liveness and Redis reachability", None,
                                  ok(_obj(["status"], status={"type": "string"})),
@@ -165,7 +173,7 @@ CORE_PATHS: dict[str, Any] = {
                                    period_days={"type": "integer"},
                                    total_transactions={"type": "integer"},
                                    by_operation={"type": "object"},
-                                   by_currency={"type": "object"}))),
+                                   by_currency=ANALYTICS_BY_CURRENCY))),
         params=[{"name": "period_days", "in": "query", "required": False,
                  "schema": {"type": "integer", "minimum": 1, "maximum": 3650}}],
         errors=(400,))},

@@ -10,18 +10,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-import httpx
-
-from benchmarks import invariants
+from benchmarks import invariants, services
 from benchmarks.stats import Cell
 from engine.config import Settings
 from engine.connection import sync_client
@@ -30,6 +26,7 @@ from engine.service import ReserveService
 TOKEN = "bench-service-token"
 AMOUNT_MINOR = 100  # "1" USD
 START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0  # uvicorn and its workers after SIGTERM
 WRK_TIMEOUT_S = 5  # per request
 PATH = "/wallet/reserves/USD/fiat/reserve"
 
@@ -67,47 +64,31 @@ def available() -> bool:
     return shutil.which("wrk") is not None
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _serve(settings: Settings, database_url: str, workers: int, port: int,
            log: Any) -> subprocess.Popen[bytes]:
     env = {**os.environ, "RESERVES_REDIS_URL": settings.redis_url or "",
            "RESERVES_KEY_PREFIX": settings.key_prefix, "RESERVES_DATABASE_URL": database_url,
            "RESERVES_SERVICE_TOKENS": TOKEN, "RESERVES_ADMIN_TOKENS": TOKEN + "-admin",
            "RESERVES_RATE_LIMIT_PER_S": "0", "RESERVES_PERSIST_IN_PROCESS": "0"}
-    argv = [sys.executable, "-m", "engine.cli", "serve", "--host", "127.0.0.1", "--port",
-            str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"]
+    argv = services.serve_argv(port, workers, "--log-level", "warning", "--no-access-log")
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log,
                             start_new_session=True)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            log.seek(0)
-            raise RuntimeError(f"reserves serve exited: {log.read().decode()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    _stop(proc)
-    raise RuntimeError(f"reserves serve did not answer /health within {START_TIMEOUT_S} s")
+
+    def read_log() -> str:
+        log.seek(0)
+        return str(log.read().decode(errors="replace"))
+
+    try:
+        services.wait_healthy(f"http://127.0.0.1:{port}", proc, read_log, START_TIMEOUT_S,
+                              poll_s=0.2)
+    except BaseException:
+        _stop(proc)
+        raise
+    return proc
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+    services.stop_process(proc, STOP_TIMEOUT_S, group=True)
 
 
 def _wrk(port: int, clients: int, duration_s: float, ref_prefix: str) -> dict[str, Any]:
@@ -137,7 +118,7 @@ def run(settings: Settings, database_url: str, plan: Any,
         service = ReserveService(client, cell_settings)
         service.top_up_reserve("USD", str(plan.balance_minor // 100), "fiat", "seed")
         label = service.ops.reserve_spec("USD", "fiat").label
-        port = _free_port()
+        port = services.free_port()
         log = tempfile.TemporaryFile()  # the server's log: a pipe could fill and block it
         try:
             proc = _serve(cell_settings, database_url, workers, port, log)

@@ -17,7 +17,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ def _redis_run(batch_pairs: int, port: int, source: str | None) -> int:
     """Total instructions of a redis-server that ran batch_pairs reserve + commit batches."""
     import redis
 
+    from benchmarks import services
     from engine.batching import batch_script
     from engine.config import Settings
     from engine.scripts import SOURCES
@@ -52,16 +52,12 @@ def _redis_run(batch_pairs: int, port: int, source: str | None) -> int:
              "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", tmp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=port, decode_responses=True)
-        deadline = time.monotonic() + STARTUP_WAIT_S
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    proc.kill()
-                    raise
-                time.sleep(0.1)
+        try:
+            services.wait_ready(client.ping, "redis-server under callgrind", STARTUP_WAIT_S,
+                                poll_s=0.1, errors=(redis.ConnectionError,))
+        except BaseException:
+            proc.kill()
+            raise
         settings = replace(Settings(), redis_url=f"redis://127.0.0.1:{port}/0", key_prefix="cg")
         service = ReserveService(client, settings)
         service.top_up_reserve("USD", "10000000000", "fiat", "seed")
@@ -86,9 +82,9 @@ def _redis_run(batch_pairs: int, port: int, source: str | None) -> int:
 
 
 def redis_per_op(source: str | None = None) -> float:
-    from benchmarks.cluster_bench import _free_ports
+    from benchmarks import services
 
-    port = _free_ports(1)[0]
+    port = services.free_port()
     small, large = (_redis_run(n, port, source) for n in REDIS_BATCHES)
     return (large - small) / ((REDIS_BATCHES[1] - REDIS_BATCHES[0]) * 2 * BATCH_OPS)
 

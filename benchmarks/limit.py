@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
-from urllib.parse import urlparse
 
 from benchmarks import invariants
 from benchmarks.stats import Cell
@@ -31,10 +30,59 @@ RANDOM_KEYSPACE = 2_000_000_000
 CALIBRATION_REQUESTS = 3_000
 REQUESTS_MIN = 2_000
 RUN_TIMEOUT_S = 120.0
+# URL options that only tune redis-py's connections: they do not change where commands go.
+_CLIENT_ONLY_OPTIONS = frozenset({
+    "socket_timeout", "socket_connect_timeout", "socket_keepalive", "retry_on_timeout",
+    "health_check_interval", "max_connections", "client_name", "decode_responses", "encoding",
+    "encoding_errors", "timeout"})
+# redis-py's TLS options of a rediss:// URL, and redis-benchmark's flag for each
+_TLS_FILE_OPTIONS = {"ssl_ca_certs": "--cacert", "ssl_ca_path": "--cacertdir",
+                     "ssl_certfile": "--cert", "ssl_keyfile": "--key"}
+
+
+class UnsupportedURL(ValueError):
+    """A part of the Redis URL that redis-benchmark cannot be given: the ceiling would run
+    somewhere else than the engine."""
 
 
 def available() -> bool:
     return shutil.which("redis-benchmark") is not None
+
+
+def connection_args(url: str) -> list[str]:
+    """redis-benchmark's options for the server, database, credentials and TLS of a redis-py
+    URL, so that the ceiling runs where the engine runs (the same keys, the same account)."""
+    from redis.connection import SSLConnection, UnixDomainSocketConnection, parse_url
+
+    options = parse_url(url)
+    connection_class = options.pop("connection_class", None)
+    argv: list[str] = []
+    if connection_class is UnixDomainSocketConnection:
+        argv += ["-s", options.pop("path")]
+    else:
+        argv += ["-h", options.pop("host", "localhost"), "-p", str(options.pop("port", 6379))]
+    argv += ["--dbnum", str(options.pop("db", 0))]
+    username, password = options.pop("username", None), options.pop("password", None)
+    if username and not password:
+        raise UnsupportedURL("redis-benchmark cannot log in as a user without a password "
+                             f"(user {username!r} in the Redis URL)")
+    if username:
+        argv += ["--user", username]
+    if password:
+        argv += ["-a", password]
+    if connection_class is SSLConnection:
+        argv.append("--tls")
+        for option, flag in _TLS_FILE_OPTIONS.items():
+            if option in options:
+                argv += [flag, str(options.pop(option))]
+        if str(options.pop("ssl_cert_reqs", "required")).lower() in ("none", "cert_none"):
+            argv.append("--insecure")
+    unsupported = sorted(set(options) - _CLIENT_ONLY_OPTIONS)
+    if unsupported:
+        raise UnsupportedURL("redis-benchmark cannot be given the Redis URL's "
+                             + ", ".join(unsupported) + ": the ceiling cells would not run "
+                             "where the engine runs")
+    return argv
 
 
 def reserve_command(settings: Settings, ref_prefix: str = "ref") -> tuple[list[str], str]:
@@ -59,9 +107,7 @@ def reserve_command(settings: Settings, ref_prefix: str = "ref") -> tuple[list[s
 
 
 def _run(url: str, clients: int, pipeline: int, requests: int, command: list[str]) -> dict[str, Any]:
-    parsed = urlparse(url)
-    argv = ["redis-benchmark", "-h", parsed.hostname or "127.0.0.1", "-p", str(parsed.port or 6379),
-            "-c", str(clients), "-n", str(requests), "-P", str(pipeline),
+    argv = ["redis-benchmark", *connection_args(url), "-c", str(clients), "-n", str(requests), "-P", str(pipeline),
             "-r", str(RANDOM_KEYSPACE), "-q", "--csv", *command]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
                           check=False)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from benchmarks import engine_bench, invariants
+from benchmarks import engine_bench, invariants, services
 from benchmarks.stats import Cell
 from engine.config import Settings
 from engine.connection import sync_client
@@ -60,13 +59,7 @@ def _start_persister(settings: Settings, database_url: str,
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=persist_limits.shutdown_deadline_s + 5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+    services.stop_process(proc, persist_limits.shutdown_deadline_s + 5, group=True)
 
 
 def _written(database_url: str) -> int:

@@ -44,6 +44,8 @@ class Plan:
     paired_cell_s: float = 3.0
     # Balance of each account: enough that no cycle is ever refused (1 minor unit per hold).
     balance_minor: int = 10**12
+    # The `bench` extra (uvloop, matplotlib) is required: the figures are measured on uvloop.
+    bench_extra: bool = True
 
 
 FULL = Plan("full")
@@ -59,7 +61,7 @@ TINY = Plan(
     "tiny", scenarios=("engine", "baseline", "persister"), clients_counts=(1, 4),
     accounts_counts=(1, 3), cycles=("commit", "release"), warmup_s=0.0, cell_s=0.3,
     unbatched_clients_counts=(), steady_clients_counts=(), persister_s=1.0, persister_sample_s=0.2, drain_timeout_s=30.0,
-    profile_s=0.0, balance_minor=10**9,
+    profile_s=0.0, balance_minor=10**9, bench_extra=False,
 )
 PLANS = {"full": FULL, "quick": QUICK, "tiny": TINY}
 

@@ -15,6 +15,7 @@ TARGET_BASELINE_RATIO = 50.0
 TARGET_CEILING_RATIO = 1.0
 TARGET_P99_MS = 2.0
 ANALYSIS_FILE = Path(__file__).with_name("ANALYSIS.md")
+VERDICTS = {True: "met", False: "not met", None: "not measured"}
 
 
 def _find(cells: list[Cell], scenario: str, label_start: str, clients: int,
@@ -26,8 +27,22 @@ def _find(cells: list[Cell], scenario: str, label_start: str, clients: int,
     return None
 
 
+def _invalid(used: list[Cell]) -> str | None:
+    """Why a verdict resting on these cells cannot be given: the ones that failed their checks
+    (their figures measured something else, e.g. calls refused on the wrong database)."""
+    failed = [c for c in used if not c.ok]
+    if not failed:
+        return None
+    reasons = [f"{c.scenario} / {c.label} / {c.clients} clients failed its checks ("
+               + ("; ".join(c.violations[:2]) or f"{c.errors} errors") + ")"
+               for c in failed[:3]]
+    more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+    return "; ".join(reasons) + more
+
+
 def targets(cells: list[Cell]) -> list[dict[str, Any]]:
-    """The issue's ratios, each met / not met / not measured, from this run's cells."""
+    """The issue's ratios, each met / not met / not measured / invalid (a cell it rests on
+    failed its invariant checks, so its figure is not used), from this run's cells."""
     engine = _find(cells, "engine", "commit cycle", 64)
     baseline = _find(cells, "baseline", "commit cycle", 64)
     ceiling = _find(cells, "limit", "EVALSHA reserve.lua, -P", 64)
@@ -35,15 +50,19 @@ def targets(cells: list[Cell]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
 
     def add(name: str, measured: float | None, target: str, met: bool | None,
-            detail: str) -> None:
+            detail: str, used: list[Cell] | None = None) -> None:
+        invalid = _invalid(used or [])
+        if invalid:
+            measured, met, detail = None, None, invalid
+        verdict = "invalid" if invalid else VERDICTS[met]
         out.append({"target": name, "measured": measured, "wanted": target,
-                    "met": met, "detail": detail})
+                    "met": met, "verdict": verdict, "detail": detail})
 
     if engine and baseline and baseline.ops_per_s:
         ratio = engine.ops_per_s / baseline.ops_per_s
         add("engine / Postgres baseline (64 clients, 1 hot account)", round(ratio, 1),
             f">= {TARGET_BASELINE_RATIO:g}x", ratio >= TARGET_BASELINE_RATIO,
-            f"{engine.ops_per_s:,.0f} vs {baseline.ops_per_s:,.0f} ops/s")
+            f"{engine.ops_per_s:,.0f} vs {baseline.ops_per_s:,.0f} ops/s", [engine, baseline])
     else:
         add("engine / Postgres baseline (64 clients, 1 hot account)", None,
             f">= {TARGET_BASELINE_RATIO:g}x", None, "not measured in this run")
@@ -56,12 +75,14 @@ def targets(cells: list[Cell]) -> list[dict[str, Any]]:
             f"median of {len(pairs)} back-to-back rounds (each "
             f"{min(ratios):.2f}-{max(ratios):.2f}x): engine "
             + ", ".join(f"{e.ops_per_s:,.0f}" for e, _ in pairs) + " ops/s vs ceiling "
-            + ", ".join(f"{c.ops_per_s:,.0f}" for _, c in pairs) + " calls/s")
+            + ", ".join(f"{c.ops_per_s:,.0f}" for _, c in pairs) + " calls/s",
+            [cell for pair in pairs for cell in pair])
     elif engine and ceiling and ceiling.ops_per_s:
         ratio = engine.ops_per_s / ceiling.ops_per_s
         add("engine / redis-benchmark pipelined EVALSHA reserve.lua (64 clients)",
             round(ratio, 2), f">= {TARGET_CEILING_RATIO:g}x", ratio >= TARGET_CEILING_RATIO,
-            f"{engine.ops_per_s:,.0f} vs {ceiling.ops_per_s:,.0f} calls/s ({ceiling.label})")
+            f"{engine.ops_per_s:,.0f} vs {ceiling.ops_per_s:,.0f} calls/s ({ceiling.label})",
+            [engine, ceiling])
     else:
         add("engine / redis-benchmark pipelined EVALSHA reserve.lua (64 clients)", None,
             f">= {TARGET_CEILING_RATIO:g}x", None, "not measured in this run")
@@ -71,12 +92,13 @@ def targets(cells: list[Cell]) -> list[dict[str, Any]]:
         add("p99 of one reserve (engine, 64 clients, 1 hot account)", round(p99, 3),
             f"< {TARGET_P99_MS:g} ms", p99 < TARGET_P99_MS,
             f"median of {len(pairs)} rounds (each {min(p99s):.3f}-{max(p99s):.3f} ms); p50 of "
-            f"all operations {statistics.median(e.p50_ms for e, _ in pairs):.3f} ms")
+            f"all operations {statistics.median(e.p50_ms for e, _ in pairs):.3f} ms",
+            [e for e, _ in pairs])
     elif engine:
         add("p99 of one reserve (engine, 64 clients, 1 hot account)",
             round(engine.reserve_p99_ms, 3), f"< {TARGET_P99_MS:g} ms",
             engine.reserve_p99_ms < TARGET_P99_MS,
-            f"p50 of all operations {engine.p50_ms:.3f} ms")
+            f"p50 of all operations {engine.p50_ms:.3f} ms", [engine])
     else:
         add("p99 of one reserve (engine, 64 clients, 1 hot account)", None,
             f"< {TARGET_P99_MS:g} ms", None, "not measured in this run")
@@ -84,20 +106,21 @@ def targets(cells: list[Cell]) -> list[dict[str, Any]]:
         x = persister.extra
         add("persister keeps up (events/s into Postgres vs the engine's, lag bounded)",
             x.get("events_per_s"), ">= 0.9 x engine rate, lag bounded",
-            bool(x.get("keeps_up")) and persister.ok,
+            bool(x.get("keeps_up")),
             f"{x.get('events_per_s', 0):,.0f} events/s written while the engine produced "
             f"{x.get('engine_events_per_s', 0):,.0f}/s; lag mean {x.get('lag_first_third_mean')}"
             f" -> {x.get('lag_last_third_mean')} events (first -> last third), max "
             f"{x.get('lag_max')}; drained in {x.get('drain_s')} s; reconcile differences "
-            f"{x.get('reconcile_differences')}")
+            f"{x.get('reconcile_differences')}", [persister])
     else:
         add("persister keeps up", None, ">= 0.9 x engine rate, lag bounded", None,
             "not measured in this run")
     return out
 
 
-def _verdict(met: bool | None) -> str:
-    return {True: "met", False: "**not met**", None: "not measured"}[met]
+def _verdict(target: dict[str, Any]) -> str:
+    verdict = target.get("verdict") or VERDICTS[target["met"]]  # older results.json: no verdict
+    return f"**{verdict}**" if verdict in ("not met", "invalid") else verdict
 
 
 def _row(cell: Cell, with_accounts: bool = True) -> str:
@@ -132,7 +155,7 @@ def markdown(cells: list[Cell], meta: dict[str, Any], profile: dict[str, Any] | 
               "| target | measured | wanted | verdict | detail |", "|---|---:|---|---|---|"]
     for t in meta["targets"]:
         measured = "" if t["measured"] is None else f"{t['measured']:,}"
-        lines.append(f"| {t['target']} | {measured} | {t['wanted']} | {_verdict(t['met'])} "
+        lines.append(f"| {t['target']} | {measured} | {t['wanted']} | {_verdict(t)} "
                      f"| {t['detail']} |")
     sections = [
         ("engine", "Engine (asyncio ReserveEngine, micro-batching on unless said)",
@@ -218,6 +241,9 @@ def plot(cells: list[Cell], path: Path) -> bool:
                 pts.append((xs[6], cell.p999_ms))
             ax.plot([p[0] for p in pts], [max(p[1], 1e-3) for p in pts], style,
                     label=f"{cell.scenario}: {cell.label}")
+    if not ax.lines:  # no cell at 64 clients on the hot account in this run
+        plt.close(fig)
+        return False
     ax.set_yscale("log")
     ax.set_xticks(xs)
     ax.set_xticklabels([f"p{p:g}" for p in points])

@@ -7,7 +7,6 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from benchmarks import engine_bench, limit, report
+from benchmarks import engine_bench, prerequisites, report, services
 from benchmarks import plan as plans
 from benchmarks.stats import Cell
 from engine.config import Settings
@@ -59,22 +58,8 @@ class Context:
 @contextmanager
 def own_redis() -> Iterator[str]:
     """A private redis-server (no persistence) for a run that should not share its Redis."""
-    from benchmarks.cluster_bench import _free_ports, _wait
-
-    port = _free_ports(1)[0]
-    workdir = tempfile.mkdtemp(prefix="reserves-bench-redis-")
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no", "--dir", workdir],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait(lambda: "PONG" in subprocess.run(["redis-cli", "-p", str(port), "ping"],
-                                                capture_output=True, text=True, check=False).stdout,
-              "redis-server")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
+    with services.redis_server() as url:
+        yield url
 
 
 def machine(settings: Settings, database_url: str, loop_name: str) -> dict[str, str]:
@@ -101,7 +86,8 @@ def machine(settings: Settings, database_url: str, loop_name: str) -> dict[str, 
     try:
         server = client.info("server")
         persistence = client.info("persistence")
-        info["Redis"] = (f"{server.get('redis_version')} at {settings.redis_url} "
+        info["Redis"] = (f"{server.get('redis_version')} at "
+                         f"{prerequisites.safe_url(settings.redis_url or '')} "
                          f"(appendonly {'yes' if persistence.get('aof_enabled') else 'no'})")
     finally:
         client.close()
@@ -122,8 +108,8 @@ def machine(settings: Settings, database_url: str, loop_name: str) -> dict[str, 
 
 def _profile_cell(ctx: Context) -> None:
     """The engine at 64 clients on the hot account again, under py-spy (sampling this process)."""
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if ctx.plan.profile_s <= 0 or not Path(py_spy).exists():
+    py_spy = prerequisites.py_spy()
+    if ctx.plan.profile_s <= 0 or py_spy is None:
         return
     ctx.tick("profile: engine, 64 clients, hot account, under py-spy")
     out = Path(tempfile.mkdtemp(prefix="reserves-bench-prof-")) / "raw.txt"
@@ -187,46 +173,26 @@ def summarise_profile(raw: str, cell: Cell) -> dict[str, Any]:
 
 
 def _scenario(ctx: Context, name: str) -> list[Cell]:
-    from benchmarks import baseline, cluster_bench, http_bench, persister_bench
+    """One scenario's cells; what it needs was checked before the run (prerequisites.py)."""
+    from benchmarks import baseline, cluster_bench, http_bench, limit, paired, persister_bench
 
     s, p = ctx.settings, ctx.plan
-    postgres = ctx.database_url.startswith("postgresql")
     if name == "engine":
         cells = engine_bench.run(s, p, ctx.tick, run_async=ctx.run_async)
         _profile_cell(ctx)
         return cells
     if name == "baseline":
-        if not postgres:
-            ctx.skipped[name] = "needs Postgres (RESERVES_DATABASE_URL)"
-            return []
         return baseline.run(ctx.database_url, ctx.run_id, p, ctx.tick, run_async=ctx.run_async)
     if name == "limit":
-        if not limit.available():
-            ctx.skipped[name] = "redis-benchmark is not installed"
-            return []
         return limit.run(s, p, ctx.tick)
     if name == "http":
-        if not http_bench.available():
-            ctx.skipped[name] = "wrk is not installed (apt-get install wrk)"
-            return []
         return http_bench.run(s, ctx.database_url, p, ctx.tick)
     if name == "persister":
-        if not postgres:
-            ctx.skipped[name] = "needs Postgres (RESERVES_DATABASE_URL)"
-            return []
         return persister_bench.run(s, ctx.database_url, ctx.run_id, p, ctx.tick,
                                    run_async=ctx.run_async)
     if name == "paired":
-        if not limit.available():
-            ctx.skipped[name] = "redis-benchmark is not installed"
-            return []
-        from benchmarks import paired
-
         return paired.run(s, p, ctx.tick, ctx.run_async)
     if name == "cluster":
-        if not cluster_bench.available():
-            ctx.skipped[name] = "redis-server / redis-cli are not installed"
-            return []
         return cluster_bench.run(s, p, ctx.tick, run_async=ctx.run_async)
     raise ValueError(name)
 
@@ -249,10 +215,14 @@ def steps_count(p: plans.Plan) -> int:
 def run(p: plans.Plan, out_dir: Path | None, command: str, redis_url: str | None = None,
         database_url: str | None = None, use_own_redis: bool = False,
         progress: bool = True) -> tuple[list[Cell], dict[str, Any]]:
+    """Every scenario of the plan; raises prerequisites.MissingPrerequisites before the first
+    cell when something the plan needs is missing. meta["skipped"]: the scenarios that could
+    not run (an exception), with why."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     redis_url = redis_url or os.environ.get("RESERVES_REDIS_URL") or DEFAULT_REDIS_URL
     database_url = database_url or os.environ.get("RESERVES_DATABASE_URL") or DEFAULT_DATABASE_URL
+    prerequisites.check(p, redis_url, database_url, use_own_redis)
     run_id = f"bench{int(time.time())}{os.getpid() % 10000}"
     run_async, loop_name = run_async_factory()
     started = time.monotonic()

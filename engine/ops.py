@@ -97,9 +97,10 @@ class Ops:
         self.clock_ms = clock_ms
         self.keys = KeySpace(settings.key_prefix, settings.shard_count)
         self.retention_ms = settings.retention_s * 1000
-        self._accounts: FifoCache[str, Account] = FifoCache(limits.account_cache_max)
+        self._accounts: FifoCache[str, Account] = FifoCache(limits.account_cache_max, "accounts")
         # only caller references that passed check_reference (see _remember)
-        self._hold_labels: FifoCache[str, str] = FifoCache(limits.hold_label_cache_max)
+        self._hold_labels: FifoCache[str, str] = FifoCache(limits.hold_label_cache_max,
+                                                           "hold_labels")
         self._keys_with_index: FifoCache[str, list[str]] = FifoCache(limits.account_cache_max)
         self._operation_types: set[str] = set()  # those that passed check_operation_type
 
@@ -127,7 +128,9 @@ class Ops:
     def open_account(self, spec: AccountSpec) -> Op[Account]:
         cached = self._accounts.get(spec.label)
         if cached is not None:
+            self._accounts.hits += 1
             return cached
+        self._accounts.misses += 1  # lookups that miss before calling this are counted here
         k = self.keys.account(spec.label)
         reply = yield Script(
             "open_account",
@@ -188,6 +191,7 @@ class Ops:
     def account_of_label(self, label: str) -> Op[Account]:
         cached = self._accounts.get(label)
         if cached is not None:
+            self._accounts.hits += 1
             return cached
         return (yield from self.open_account(self.spec_of_label(label)))
 
@@ -257,6 +261,8 @@ class Ops:
         account = self._accounts.get(spec.label)
         if account is None:
             account = yield from self.open_account(spec)
+        else:
+            self._accounts.hits += 1
         k = self.keys.account(spec.label)
         keys, outside_index = self._script_keys(k, reference_id)
         if outside_index is not None:
@@ -342,7 +348,9 @@ class Ops:
     def hold_label(self, reference_id: str) -> Op[str]:
         label = self._hold_labels.get(reference_id)
         if label is not None:
+            self._hold_labels.hits += 1
             return label
+        self._hold_labels.misses += 1  # lookups that miss before calling this are counted here
         _, index_key = self.keys.index(reference_id)
         label = yield Call("hget", (index_key, reference_id))
         if label is None:
@@ -357,9 +365,13 @@ class Ops:
         if label is None:
             check_reference(reference_id)
             label = yield from self.hold_label(reference_id)
+        else:
+            self._hold_labels.hits += 1
         account = self._accounts.get(label)
         if account is None:
             account = yield from self.account_of_label(label)
+        else:
+            self._accounts.hits += 1
         k = self.keys.account(label)
         keys, _ = self._script_keys(k, reference_id)
         reply = yield Script(

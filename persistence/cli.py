@@ -90,7 +90,8 @@ def _rebuild(args: argparse.Namespace) -> int:
         print(exc.message, file=sys.stderr)
         return 1
     print(f"restored {report.accounts_count} accounts, {report.pending_holds_count} pending holds, "
-          f"{report.ended_holds_count} ended holds, {report.transfers_count} transfer records")
+          f"{report.ended_holds_count} ended holds, {report.transfers_count} transfer records, "
+          f"{report.flows_count} flow records")
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0

@@ -38,3 +38,16 @@ period_days_max = 3650
 
 # Rebuild: Redis commands per pipeline round trip.
 rebuild_pipeline_max = 1000
+
+# Scheduled reports (report_schedule.py).
+# A period's report is written this long after the period closes, so that the persister has
+# written the period's last events first.
+report_grace_s = 60
+# How often a scheduler looks for closed periods.
+report_check_interval_s = 60.0
+# Catch-up after a process was down: at most this many of the last closed periods of each kind.
+report_catch_up_count_max = {"daily": 7, "weekly": 4, "monthly": 3}
+# A claim not finished within this long was abandoned (its process died): another may take it.
+report_claim_lease_s = 900.0
+# Posting a run's reports to the webhooks: how long delivery (with its retries) may take.
+report_post_deadline_s = 120.0

@@ -35,6 +35,7 @@ class RebuildReport:
     pending_holds_count: int = 0
     ended_holds_count: int = 0
     transfers_count: int = 0
+    flows_count: int = 0
     warnings: list[str] = field(default_factory=list)
 
 
@@ -151,4 +152,49 @@ def rebuild(
             current = int(redis_client.get(key) or 0)
             if value > current:
                 redis_client.set(key, value)
+    report.flows_count = restore_flows(redis_client, settings, database_url, now_ms)
     return report
+
+
+def restore_flows(redis_client: Any, settings: Settings, database_url: str, now_ms: int) -> int:
+    """The flows' records from their journalled snapshots (audit `flow_state`): each flow's
+    latest record within its retention (a record Redis still holds is left as it is), the open
+    flows with their deadlines, the flagged ones, and the used marker of every flow ever
+    started (a flow reference is never reused). Returns how many records were restored."""
+    from engine.flows import limits as flow_limits
+    from engine.flows import store as flows
+    from engine.flows.mobile_money import KIND as MM_KIND
+    from engine.flows.mobile_money import TERMINAL as MM_TERMINAL
+    from engine.flows.swap import TERMINAL as SWAP_TERMINAL
+
+    prefix = settings.key_prefix
+    latest: dict[tuple[str, str], dict[str, str]] = {}
+    store = Store(database_url)
+    try:
+        for row in store.flow_snapshots():
+            snap = row.request or {}
+            latest[(str(snap["kind"]), str(snap["reference_id"]))] = dict(snap["record"])
+    finally:
+        store.close()
+    pipe = _Pipe(redis_client)
+    restored = 0
+    for (kind, ref), record in latest.items():
+        member = f"{kind}:{ref}"
+        pipe.sadd(flows.used_key(prefix), member)
+        ttl_s = (int(record.get("updated_ms", "0")) + flow_limits.flow_record_ttl_s * 1000
+                 - now_ms) // 1000
+        key = flows.record_key(prefix, kind, ref)
+        if ttl_s <= 0 or redis_client.exists(key):
+            continue
+        pipe.hset(key, mapping=record)
+        pipe.expire(key, ttl_s)
+        restored += 1
+        terminal = MM_TERMINAL if kind == MM_KIND else SWAP_TERMINAL
+        if "state" in record and record["state"] not in terminal and "flag" not in record:
+            deadline_ms = int(record.get("deadline_ms") or int(record.get("created_ms", "0"))
+                              + flow_limits.swap_hold_ttl_s * 1000)
+            pipe.zadd(flows.open_key(prefix), {member: deadline_ms})
+        if "flag" in record and "settled_by" not in record:
+            pipe.zadd(flows.flagged_key(prefix), {member: int(record.get("updated_ms", "0"))})
+    pipe.flush()
+    return restored

@@ -1,5 +1,10 @@
-"""Daily and weekly reports: utilization, volume and top-up figures per currency, from the
-ledger (the database) and the current balances, as Markdown or CSV.
+"""Daily, weekly and monthly reports: utilization, volume and top-up figures per currency, from
+the ledger (the database) and the current balances, as Markdown or CSV (HTML: report_html.py).
+
+Periods end at `until`: daily and weekly are the 24 h / 7 days before it, monthly the calendar
+month before it (until - 1 month, the day clamped: Mar 31 -> Feb 28/29), in UTC. The scheduled
+reports (report_schedule.py) end on a boundary (aligned_end), so theirs are calendar days, ISO
+weeks (Monday 00:00 UTC) and calendar months.
 
 Per currency (its reserve account):
     balances now          total / available / locked / utilization / status: from Redis when
@@ -8,7 +13,9 @@ Per currency (its reserve account):
                           of its events, and now (balances from Redis)
     flows of the period   count and amount per kind: reserved (locks), committed, released
                           (releases and expiries), topped up, withdrawn
-    volume                the sum of all those amounts (as GET /wallet/reserves/analytics)
+    volume                money that moved: the amounts of analytics.VOLUME_OPERATIONS (top-ups,
+                          withdrawals, commits; not locks, releases, expiries), as the
+                          total_volume of GET /wallet/reserves/analytics
     net change            the change of the total over the period (sum of the events' d_total):
                           topped up - withdrawn - committed
 
@@ -17,6 +24,7 @@ Amounts are integer minor units until they are written, then exact Decimals.
 
 from __future__ import annotations
 
+import calendar
 import csv
 import io
 from collections.abc import Iterable, Sequence
@@ -31,11 +39,13 @@ from engine.journal import MONEY_OPERATIONS
 from engine.money import from_minor, json_number, reserve_status, utilization_percent
 from engine.registry import CurrencyRegistry
 from engine.types import Balance
+from persistence.analytics import VOLUME_OPERATIONS
 from persistence.errors import translate
 from persistence.schema import reserve_accounts, transactions
 from persistence.store import shared_engine
 
-PERIODS = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
+PERIODS = ("daily", "weekly", "monthly")
+_SPANS = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
 # Flow kinds and the journal operations they add up.
 FLOWS: dict[str, tuple[str, ...]] = {
     "reserved": ("reserve_lock",),
@@ -63,6 +73,7 @@ class CurrencyFigures:
     peak_locked_minor: int = 0  # locked / total at the period's peak utilization
     peak_total_minor: int = 0
     flows: dict[str, Flow] = field(default_factory=lambda: {k: Flow() for k in FLOWS})
+    volume_minor: int = 0  # money that moved (VOLUME_OPERATIONS)
     net_change_minor: int = 0
 
     def raise_peak(self, locked_minor: int, total_minor: int) -> None:
@@ -72,10 +83,6 @@ class CurrencyFigures:
         if self.peak_total_minor <= 0 or (
                 locked_minor * self.peak_total_minor > self.peak_locked_minor * total_minor):
             self.peak_locked_minor, self.peak_total_minor = locked_minor, total_minor
-
-    @property
-    def volume_minor(self) -> int:
-        return sum(f.amount_minor for f in self.flows.values())
 
 
 @dataclass
@@ -87,13 +94,51 @@ class Report:
     rows: list[CurrencyFigures]
 
 
+def months_before(when: datetime, months: int) -> datetime:
+    """The same day and time `months` calendar months earlier, the day clamped to the month."""
+    index = when.year * 12 + when.month - 1 - months
+    year, month = divmod(index, 12)
+    day = min(when.day, calendar.monthrange(year, month + 1)[1])
+    return when.replace(year=year, month=month + 1, day=day)
+
+
 def period_bounds(period: str, until: datetime | None = None) -> tuple[datetime, datetime]:
     if period not in PERIODS:
         raise InvalidRequest(f"period must be one of {', '.join(PERIODS)}")
     end = until or datetime.now(UTC)
     if end.tzinfo is None:
         raise InvalidRequest("the end of the period needs a time zone (e.g. 2026-11-25T00:00Z)")
-    return end - PERIODS[period], end
+    if period == "monthly":
+        end = end.astimezone(UTC)  # calendar months of UTC
+        return months_before(end, 1), end
+    return end - _SPANS[period], end
+
+
+def aligned_end(period: str, when: datetime) -> datetime:
+    """The last boundary of the period at or before `when` (UTC): midnight, Monday's midnight,
+    the first of the month's midnight."""
+    if when.tzinfo is None:
+        raise InvalidRequest("a time zone is needed")
+    midnight = when.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "daily":
+        return midnight
+    if period == "weekly":
+        return midnight - timedelta(days=midnight.weekday())
+    if period == "monthly":
+        return midnight.replace(day=1)
+    raise InvalidRequest(f"period must be one of {', '.join(PERIODS)}")
+
+
+def closed_periods(period: str, now: datetime, count_max: int) -> list[tuple[datetime, datetime]]:
+    """(start, end) of the last count_max periods that ended at or before now, oldest first."""
+    assert count_max >= 0
+    end = aligned_end(period, now)
+    out = []
+    for _ in range(count_max):
+        start = period_bounds(period, end)[0]
+        out.append((start, end))
+        end = start
+    return out[::-1]
 
 
 def _read(engine: sa.Engine, stmt: Any) -> list[sa.Row[Any]]:
@@ -120,9 +165,12 @@ def _ledger(engine: sa.Engine, rows: dict[str, CurrencyFigures], since: datetime
         figures = rows.get(r.currency)
         if figures is None:
             continue  # a currency no longer in the registry
-        flow = figures.flows[kind_of[r.operation]]
-        flow.count += int(r.n)
-        flow.amount_minor += int(r.amount_minor)
+        kind = kind_of.get(r.operation)  # an operation without a column still counts below
+        if kind is not None:
+            figures.flows[kind].count += int(r.n)
+            figures.flows[kind].amount_minor += int(r.amount_minor)
+        if r.operation in VOLUME_OPERATIONS:
+            figures.volume_minor += int(r.amount_minor)
         figures.net_change_minor += int(r.d_total_minor)
     peaks = (sa.select(a.c.currency, t.c.total_after_minor, t.c.locked_after_minor)
              .join(a, a.c.label == t.c.account).where(*in_period))
@@ -245,8 +293,8 @@ def render_markdown(report: Report) -> str:
                     ([v["currency"], *(f"{v[k]} ({v[k + '_count']})" for k in FLOWS),
                       v["volume"], v["net_change"]] for v in rows), numeric_from=1)
     lines += ["", "Flows show the amount and, in parentheses, the number of operations; "
-              "released includes expired holds. Net change = topped up - withdrawn - "
-              "committed.", ""]
+              "released includes expired holds. Volume = topped up + withdrawn + committed "
+              "(money that moved). Net change = topped up - withdrawn - committed.", ""]
     return "\n".join(lines)
 
 

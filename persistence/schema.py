@@ -104,3 +104,19 @@ alerts = sa.Table(
     sa.Index(None, "account", "raised_at"),
     sa.Index(None, "raised_at"),
 )
+
+# One row per scheduled report: (period, period_start) is claimed by one process before it writes
+# the files, so each report is written once however many processes run the schedule.
+reports = sa.Table(
+    "reports", metadata,
+    sa.Column("period", sa.String(16), nullable=False),
+    sa.Column("period_start", Timestamp, nullable=False),
+    sa.Column("period_end", Timestamp, nullable=False),
+    sa.Column("claimed_by", sa.String(128), nullable=False),
+    sa.Column("claimed_at", Timestamp, nullable=False),
+    sa.Column("written_at", Timestamp, nullable=True),  # null: claimed, files not written yet
+    sa.Column("path", sa.String(1024), nullable=True),  # the files, without .csv / .html
+    sa.PrimaryKeyConstraint("period", "period_start"),
+    sa.CheckConstraint("period IN ('daily', 'weekly', 'monthly')", name="period"),
+    sa.CheckConstraint("period_end > period_start", name="period_end"),
+)

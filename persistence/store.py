@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from engine.journal import MONEY_OPERATIONS, JournalEvent
 from persistence import limits
 from persistence.errors import translate
-from persistence.schema import alerts, audit_log, holds, reserve_accounts, transactions
+from persistence.schema import alerts, audit_log, holds, reports, reserve_accounts, transactions
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ALERT_OPERATIONS = ("alert_raised", "alert_cleared")
@@ -367,6 +367,21 @@ class Store:
     def audit_rows(self) -> list[sa.Row[Any]]:
         return self._read(sa.select(audit_log).order_by(audit_log.c.event_id))
 
+    def flow_snapshots(self) -> Iterator[sa.Row[Any]]:
+        """The journalled flow records (audit `flow_state` of actor `flows`), oldest first,
+        read in bounded chunks: request JSON {kind, reference_id, record}."""
+        a = audit_log
+        stmt = (sa.select(a.c.event_id, a.c.request)
+                .where(a.c.actor == "flows", a.c.action == "flow_state")
+                .order_by(a.c.event_id))
+        try:
+            with self.engine.connect() as conn:
+                result = conn.execution_options(yield_per=limits.rebuild_pipeline_max).execute(
+                    stmt)
+                yield from result
+        except sa.exc.SQLAlchemyError as exc:
+            raise translate(exc) from exc
+
     def operation_totals(self, since: datetime) -> list[sa.Row[Any]]:
         """(currency, operation, count, amount_minor) of reserve accounts' money events."""
         t, a = transactions, reserve_accounts
@@ -378,3 +393,47 @@ class Store:
                 .group_by(a.c.currency, t.c.operation)
                 .order_by(a.c.currency, t.c.operation))
         return self._read(stmt)
+
+    # -- scheduled reports ----------------------------------------------------------------------
+
+    def claim_report(self, period: str, start: datetime, end: datetime, owner: str,
+                     now: datetime, lease_s: float) -> bool:
+        """Take (period, start) for owner: True when it is new, or unfinished and either owner's
+        own (an earlier attempt failed) or taken more than lease_s ago (its process died). The
+        primary key makes one of several racing claims win; a finished report is never claimed
+        again."""
+        start, end, now = start.astimezone(UTC), end.astimezone(UTC), now.astimezone(UTC)
+        r = reports
+        try:
+            with self.engine.begin() as conn:
+                insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+                stmt = insert(r).values(period=period, period_start=start, period_end=end,
+                                        claimed_by=owner, claimed_at=now)
+                if conn.execute(stmt.on_conflict_do_nothing()).rowcount == 1:
+                    return True
+                stale = (sa.update(r)
+                         .where(r.c.period == period, r.c.period_start == start,
+                                r.c.written_at.is_(None),
+                                sa.or_(r.c.claimed_by == owner,
+                                       r.c.claimed_at < now - timedelta(seconds=lease_s)))
+                         .values(claimed_by=owner, claimed_at=now))
+                return bool(conn.execute(stale).rowcount == 1)
+        except sa.exc.SQLAlchemyError as exc:
+            raise translate(exc) from exc
+
+    def finish_report(self, period: str, start: datetime, owner: str, now: datetime,
+                      path: str) -> bool:
+        """Mark the files of a claimed report written; False when owner no longer holds it."""
+        r = reports
+        stmt = (sa.update(r)
+                .where(r.c.period == period, r.c.period_start == start.astimezone(UTC),
+                       r.c.claimed_by == owner, r.c.written_at.is_(None))
+                .values(written_at=now.astimezone(UTC), path=path))
+        try:
+            with self.engine.begin() as conn:
+                return bool(conn.execute(stmt).rowcount == 1)
+        except sa.exc.SQLAlchemyError as exc:
+            raise translate(exc) from exc
+
+    def report_rows(self) -> list[sa.Row[Any]]:
+        return self._read(sa.select(reports).order_by(reports.c.period, reports.c.period_start))

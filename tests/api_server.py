@@ -11,21 +11,19 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from tests.services import free_port
+from benchmarks import services as launch
+from benchmarks.services import free_port
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 SERVICE_TOKEN = "test-service-token-0123456789"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SERVICE = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
+SERVE_STOP_TIMEOUT_S = 15.0
 
 
 @dataclass
@@ -41,20 +39,8 @@ class Server:
 def wait_healthy(url: str, process: subprocess.Popen[bytes], log_path: Path,
                  timeout_s: float = 30.0, healthy: bool = True) -> None:
     """Until /health says 200 (healthy) or answers at all (not healthy: Redis may be down)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"reserves serve exited with {process.returncode}:\n"
-                               f"{log_path.read_text(errors='replace')[-4000:]}")
-        try:
-            status = httpx.get(url + "/health", timeout=1.0).status_code
-            if status == 200 or not healthy:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"reserves serve not healthy after {timeout_s} s:\n"
-                       f"{log_path.read_text(errors='replace')[-4000:]}")
+    launch.wait_healthy(url, process, lambda: log_path.read_text(errors="replace"), timeout_s,
+                        healthy)
 
 
 @contextmanager
@@ -68,17 +54,11 @@ def api_server(tmp_path: Path, env: dict[str, str] | None = None, workers: int =
     log_path = tmp_path / f"serve-{port}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "serve", "--port", str(port),
-             "--workers", str(workers), *args],
+            launch.serve_argv(port, workers, *args),
             env=full_env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
     try:
         wait_healthy(server.url, process, log_path, healthy=healthy)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        launch.stop_process(process, SERVE_STOP_TIMEOUT_S)

@@ -17,6 +17,9 @@ import redis.asyncio
 from engine.config import Settings
 from tests import services
 
+# fixtures kept in their own modules (a test module never imports a fixture by name)
+pytest_plugins = ["tests.persist_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
@@ -54,10 +57,22 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             argnames = argnames.split(",")
         if "backend" in (name.strip() for name in argnames):
             return  # the test names its backends itself
-    names: list[Any] = ["fakeredis", "redis"]
+    names: list[Any] = ["fakeredis", pytest.param("redis", marks=pytest.mark.real)]
     if getattr(metafunc.module, "RUN_ON_CLUSTER", False):
         names.append(pytest.param("cluster", marks=pytest.mark.real))  # not in test-fast
     metafunc.parametrize("backend", names, indirect=True)
+
+
+REAL_SERVICE_FIXTURES = frozenset({"redis_url", "database_url", "fresh_database_url",
+                                   "shared_cluster"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that asks for a real service is `real`, marked or not: `make test-fast`
+    (-m "not real") then runs exactly the tests that need nothing but this process."""
+    for item in items:
+        if REAL_SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.real)
 
 
 @pytest.fixture(scope="session")

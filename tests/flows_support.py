@@ -10,6 +10,7 @@ from engine.flows.providers import SimulatedProvider
 from engine.flows.rates import StaticPriceSource
 from engine.flows.wallet import Wallet
 from engine.journal import JournalEvent
+from persistence.store import ALERT_OPERATIONS
 from tests.engine_helpers import Clock
 
 SECRET = b"test-secret"
@@ -41,7 +42,8 @@ class Rig:
                 for i, f in client.xrange(s)]
 
     def money_events(self) -> list[JournalEvent]:
-        return [e for e in self.journal() if e.op != "audit" and e.op != "account_open"]
+        return [e for e in self.journal()
+                if e.op not in ("audit", "account_open", *ALERT_OPERATIONS)]
 
     async def currency_sum(self, currency: str) -> tuple[int, int]:
         """Sum of total and of locked over every account of one currency."""
@@ -55,6 +57,6 @@ class Rig:
 def make_rig(backend: dict[str, Any], client: Any, **provider_args: Any) -> Rig:
     clock = Clock()
     engine = ReserveEngine(client, backend["settings"], clock_ms=clock)
-    provider = SimulatedProvider(SECRET, **provider_args)
+    provider = SimulatedProvider(SECRET, clock_ms=clock, **provider_args)
     wallet = Wallet(engine, StaticPriceSource.load(), provider)
     return Rig(wallet, engine, provider, clock, backend)

@@ -17,7 +17,7 @@ from engine.monitoring.alerts import (
     system_alerts,
     utilization_level,
 )
-from engine.monitoring.config import MonitorConfig
+from engine.monitoring.config import MonitorConfig, Thresholds
 from tests.engine_helpers import START_MS, Clock
 
 
@@ -88,6 +88,95 @@ def test_system_alerts_from_a_snapshot() -> None:
     # too few requests say nothing about the error rate
     wanted, _ = system_alerts(MetricsSnapshot(requests_count=10, errors_count=10), {})
     assert wanted == []
+
+
+def _window_snapshot(fast_count: int, slow_count: int, refused_count: int = 0) -> MetricsSnapshot:
+    """What the API's request window reports after these requests (fast: 1 ms, slow: 2 s)."""
+    from api.metrics import Window
+
+    window = Window(clock=lambda: 1_000.0)
+    for i in range(fast_count + slow_count):
+        status = 409 if i < refused_count else 200
+        window.add_response(2.0 if i >= fast_count else 0.001, status, "reserve")
+    requests, errors, p99_ms = window.snapshot()
+    money, refusals = window.refusals()
+    return MetricsSnapshot(None, requests, errors, p99_ms, money, refusals)
+
+
+def test_one_slow_request_among_few_does_not_alert() -> None:
+    def kinds(snapshot: MetricsSnapshot, thresholds: Thresholds | None = None) -> list[str]:
+        return [w.kind for w in system_alerts(snapshot, {}, thresholds)[0]]
+
+    # the reported case: one slow request, and it is the p99 of the few there are
+    few = _window_snapshot(fast_count=3, slow_count=1)
+    assert (few.requests_count, few.latency_p99_ms) == (4, 2_001)  # 2 s's bucket bound
+    assert kinds(few) == []
+    assert kinds(_window_snapshot(fast_count=98, slow_count=1)) == []  # 99 requests: too few
+    # 100 requests: the p99 is the 99th, a fast one
+    assert _window_snapshot(fast_count=99, slow_count=1).latency_p99_ms == 1
+    assert kinds(_window_snapshot(fast_count=99, slow_count=1)) == []
+    enough = _window_snapshot(fast_count=98, slow_count=2)
+    assert (enough.requests_count, enough.latency_p99_ms) == (100, 2_001)
+    assert kinds(enough) == ["latency_p99"]
+    wanted = system_alerts(enough, {})[0][0]
+    assert wanted.message == "p99 latency 2001 ms over 100 requests exceeds 1000 ms"
+    # the minimum is a setting: with 4 requests enough, the lone slow one alerts
+    assert kinds(few, Thresholds(latency_requests_min=4)) == ["latency_p99"]
+    # an open latency alert is cleared, not kept, when the traffic falls below the minimum
+    assert system_alerts(few, {"SYSTEM|latency_p99": "warning"}) == ([], {
+        "error_rate", "refusal_rate", "latency_p99"})
+
+
+def test_refusal_rate_alert() -> None:
+    # 409s of money routes: never 5xx errors, their own rate and minimum
+    snap = _window_snapshot(fast_count=17, slow_count=0, refused_count=3)
+    assert (snap.money_requests_count, snap.refusals_count, snap.errors_count) == (17, 3, 0)
+    wanted, measured = system_alerts(snap, {})
+    assert wanted == []  # 17 money requests: fewer than 20 say nothing yet
+    assert measured == {"error_rate", "refusal_rate", "latency_p99"}
+    snap = _window_snapshot(fast_count=20, slow_count=0, refused_count=3)
+    wanted, _ = system_alerts(snap, {})
+    assert [(w.kind, w.level, w.value) for w in wanted] == [("refusal_rate", "warning", "3/20")]
+    assert wanted[0].message == "refusal rate 3/20 money requests exceeds 10%"
+    # exactly 10 %: not above; open, it holds above 8 % (80 % of the threshold) and clears at it
+    assert system_alerts(MetricsSnapshot(money_requests_count=100, refusals_count=10), {})[0] == []
+    is_open = {"SYSTEM|refusal_rate": "warning"}
+    held = system_alerts(MetricsSnapshot(money_requests_count=100, refusals_count=9), is_open)[0]
+    assert [w.kind for w in held] == ["refusal_rate"]
+    assert system_alerts(MetricsSnapshot(money_requests_count=100, refusals_count=8),
+                         is_open)[0] == []
+    # its threshold and minimum are settings
+    loose = Thresholds(refusal_rate_pct_max=50, refusal_rate_requests_min=2)
+    assert system_alerts(MetricsSnapshot(money_requests_count=2, refusals_count=1), {},
+                         loose)[0] == []
+    assert [w.kind for w in system_alerts(MetricsSnapshot(money_requests_count=2,
+                                                          refusals_count=2), {}, loose)[0]] == [
+        "refusal_rate"]
+
+
+def test_thresholds_from_env_and_toml(tmp_path: Any) -> None:
+    from engine.errors import InvalidRequest
+    from engine.registry import CurrencyRegistry
+
+    registry = CurrencyRegistry.load()
+    assert MonitorConfig.from_env(registry, {}).thresholds == Thresholds()
+    assert Thresholds().latency_requests_min == 100
+    assert (Thresholds().refusal_rate_pct_max, Thresholds().refusal_rate_requests_min) == (10, 20)
+    path = tmp_path / "alerts.toml"
+    path.write_text("[thresholds]\nlatency_requests_min = 50\nrefusal_rate_pct_max = 20\n")
+    config = MonitorConfig.from_env(registry, {
+        "RESERVES_ALERT_CONFIG": str(path),
+        "RESERVES_ALERT_THRESHOLDS": "refusal_rate_pct_max=30, refusal_rate_requests_min=5"})
+    assert config.thresholds == Thresholds(latency_requests_min=50, refusal_rate_pct_max=30,
+                                           refusal_rate_requests_min=5)
+    with pytest.raises(InvalidRequest, match="unknown alert threshold 'latency_min'"):
+        MonitorConfig.from_env(registry, {"RESERVES_ALERT_THRESHOLDS": "latency_min=5"})
+    with pytest.raises(InvalidRequest, match=r"must be a whole number >= 0, got '1\.5'"):
+        MonitorConfig.from_env(registry, {"RESERVES_ALERT_THRESHOLDS": "latency_p99_ms_max=1.5"})
+    with pytest.raises(InvalidRequest, match="must be at most 100, got '101'"):
+        MonitorConfig.from_env(registry, {"RESERVES_ALERT_THRESHOLDS": "error_rate_pct_max=101"})
+    with pytest.raises(InvalidRequest, match="expected name=value"):
+        MonitorConfig.from_env(registry, {"RESERVES_ALERT_THRESHOLDS": "latency_requests_min"})
 
 
 def test_floors_from_env_and_toml(tmp_path: Any) -> None:
@@ -212,10 +301,23 @@ async def test_system_alerts_keep_state_when_not_measured(backend: dict[str, Any
     client = backend["async_factory"]()
     engine = ReserveEngine(client, backend["settings"])
     book = AlertBook(client, engine.ops.keys)
-    applied = await book.evaluate([], {}, MetricsSnapshot(latency_p99_ms=2_000))
+    applied = await book.evaluate([], {}, MetricsSnapshot(requests_count=100, errors_count=0,
+                                                          latency_p99_ms=2_000))
     assert [(a["action"], a["kind"]) for a in applied] == [("raise", "latency_p99")]
     assert await book.evaluate([], {}, None) == []  # no snapshot: the alert stays open
     assert await book.evaluate([], {}, MetricsSnapshot(persister_lag_ms=0)) == []
-    applied = await book.evaluate([], {}, MetricsSnapshot(latency_p99_ms=500))
+    applied = await book.evaluate([], {}, MetricsSnapshot(requests_count=100, errors_count=0,
+                                                          latency_p99_ms=500))
     assert [(a["action"], a["kind"]) for a in applied] == [("clear", "latency_p99")]
     await client.aclose()
+
+
+def test_every_alert_kind_raised_anywhere_is_in_the_api_schema() -> None:
+    """The alert list's schema takes its kinds from ALERT_KINDS; a kind raised elsewhere (a
+    flagged flow) but missing there made /wallet/reserves/alerts answer off its own schema."""
+    from api.dashboard import ALERT
+    from engine.flows.store import FLAG_ALERT_KIND
+    from engine.monitoring.alerts import ALERT_KINDS
+
+    assert FLAG_ALERT_KIND in ALERT_KINDS
+    assert ALERT["properties"]["kind"]["enum"] == list(ALERT_KINDS)

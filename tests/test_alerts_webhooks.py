@@ -192,3 +192,38 @@ async def test_monitor_delivers_raised_and_cleared_alerts(backend: dict[str, Any
     assert payloads[0]["message"] == "USDT reserve utilization 91.00% (>= 90%: critical)"
     assert payloads[2]["key"] == "RESERVE_USDT_CRYPTO|utilization"
     await client.aclose()
+
+
+async def test_monitor_raises_and_clears_the_refusal_rate_alert(backend: dict[str, Any],
+                                                                receiver_factory: Any) -> None:
+    from prometheus_client import REGISTRY
+
+    from engine.monitoring.alerts import MetricsSnapshot
+
+    receiver = receiver_factory(fail_count=0)
+    client = backend["async_factory"]()
+    engine = ReserveEngine(client, backend["settings"])
+    config = MonitorConfig(webhook_urls=(receiver.url,), webhook_secret=SECRET)
+    monitor = Monitor(engine, config, sender=_sender([receiver.url], []))
+    monitor.sender.start()
+    labels = {"account": "SYSTEM", "kind": "refusal_rate", "level": "warning"}
+    # 6 of 40 money requests refused (15 % > 10 %); no 5xx
+    refused = MetricsSnapshot(requests_count=50, errors_count=0, money_requests_count=40,
+                              refusals_count=6)
+    assert [(a["action"], a["kind"]) for a in await monitor.check_once(refused)] == [
+        ("raise", "refusal_rate")]
+    assert REGISTRY.get_sample_value("reserves_alert_open", labels) == 1.0
+    assert await monitor.check_once(refused) == []
+    calm = MetricsSnapshot(requests_count=50, errors_count=0, money_requests_count=40,
+                           refusals_count=3)  # 7.5 %: below 80 % of the threshold
+    assert [(a["action"], a["kind"]) for a in await monitor.check_once(calm)] == [
+        ("clear", "refusal_rate")]
+    assert REGISTRY.get_sample_value("reserves_alert_open", labels) is None
+    await monitor.sender.join()
+    await monitor.stop()
+    payloads = [json.loads(body) for body, _ in receiver.requests]
+    assert [(p["type"], p["kind"]) for p in payloads] == [("alert_raised", "refusal_rate"),
+                                                          ("alert_cleared", "refusal_rate")]
+    assert payloads[0]["message"] == "refusal rate 6/40 money requests exceeds 10%"
+    assert payloads[1]["key"] == "SYSTEM|refusal_rate"
+    await client.aclose()

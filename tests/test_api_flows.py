@@ -9,6 +9,7 @@ import functools
 import hashlib
 import hmac
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -106,7 +107,8 @@ class Api:
                  signature: str | None = None) -> httpx.Response:
         """The provider's callback: HMAC-SHA256 of the raw body, hex, in X-Signature."""
         raw = json.dumps({"provider_tx_id": operation["provider_tx_id"],
-                          "reference_id": operation["reference_id"], "status": status}).encode()
+                          "reference_id": operation["reference_id"], "status": status,
+                          "timestamp_ms": int(time.time() * 1000)}).encode()
         if signature is None:
             signature = hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
         return self.http.post("/wallet/mobile-money/callback", content=raw,
@@ -354,8 +356,107 @@ def test_callback_never_arriving_expires_and_releases(
                 f"{op['reference_id']} to expire")
             assert {leg["state"] for leg in expired["legs"]} == {"expired"}
         assert api.balances("u1") == before
-        late = exact(api.callback(operations[0], "success"))  # too late: the expiry stands
-        assert (late["duplicate_callback"], late["operation"]["state"]) == (True, "expired")
+        late = exact(api.callback(operations[0], "success"))  # too late: flagged
+        assert (late["duplicate_callback"], late["operation"]["state"]) == (
+            True, "settled_after_expiry")
         assert api.balances("u1") == before
         assert api.reconciled() == []
         assert {"buy_expired", "sell_expired"} <= set(api.ledger_actions())
+
+
+def test_a_late_success_is_flagged_and_an_admin_settles_it(
+        tmp_path: Path, redis_url: str, fresh_database_url: str) -> None:
+    with serve(tmp_path, redis_url, fresh_database_url, RESERVES_MOBILE_MONEY_TTL_S="1") as api:
+        api.top_up("USDT", "crypto", "1000")
+        api.top_up("UGX", "fiat", "100000")
+        before = api.balances("u1")
+        op = exact(api.buy("b1", "37000"))["operation"]
+        wait_for(lambda: api.operation("b1")["state"] == "expired", "b1 to expire")
+        late = api.callback(op, "success")
+        assert late.status_code == 200, late.text
+        assert exact(late)["operation"]["state"] == "settled_after_expiry"
+        assert api.get("/wallet/flows/flagged").status_code == 403  # admin only
+        flagged = exact(api.get("/wallet/flows/flagged", ADMIN))["flows"]
+        assert [(f["kind"], f["reference_id"], f["state"], f["flag"]) for f in flagged] == [
+            ("mm", "b1", "settled_after_expiry", "settled_after_expiry")]
+        alerts = exact(api.get("/wallet/reserves/alerts", ADMIN))
+        assert "mm:b1|flow_flagged" in json.dumps(alerts)
+        settle = "/wallet/mobile-money/b1/settle"
+        assert api.post(settle, {"action": "credit"}).status_code == 403
+        bad = api.post(settle, {"action": "burn"}, ADMIN)
+        assert (bad.status_code, bad.json()["code"]) == (400, "invalid_action")
+        done = api.post(settle, {"action": "credit"}, ADMIN)
+        assert done.status_code == 200, done.text
+        assert exact(done)["operation"]["state"] == "completed"
+        again = api.post(settle, {"action": "credit"}, ADMIN)  # idempotent
+        assert (again.status_code, exact(again)["operation"]["state"]) == (200, "completed")
+        other = api.post(settle, {"action": "refunded"}, ADMIN)
+        assert (other.status_code, other.json()["code"]) == (409, "already_settled")
+        after = api.balances("u1")
+        assert after["RESERVE_USDT"] == (before["RESERVE_USDT"][0] - D("9.8901"), 0)
+        assert after["RESERVE_UGX"] == (before["RESERVE_UGX"][0] + 37000, 0)
+        assert after["u1_USDT"] == (D("9.8901"), 0)
+        assert exact(api.get("/wallet/flows/flagged", ADMIN))["flows"] == []
+        assert api.reconciled() == []
+        actions = api.ledger_actions()
+        assert {"flow_settle", "flow_settle_refused", "buy_completed"} <= set(actions)
+
+
+def test_a_replayed_or_stale_callback_is_refused(
+        tmp_path: Path, redis_url: str, fresh_database_url: str) -> None:
+    with serve(tmp_path, redis_url, fresh_database_url) as api:
+        api.top_up("USDT", "crypto", "1000")
+        api.top_up("UGX", "fiat", "100000")
+        op = exact(api.buy("b1", "37000"))["operation"]
+        stale = json.dumps({"provider_tx_id": op["provider_tx_id"], "reference_id": "b1",
+                            "status": "success",
+                            "timestamp_ms": int(time.time() * 1000) - 3_600_000}).encode()
+        r = api.http.post("/wallet/mobile-money/callback", content=stale, headers={
+            "X-Signature": hmac.new(SECRET.encode(), stale, hashlib.sha256).hexdigest()})
+        assert (r.status_code, r.json()["code"]) == (401, "callback_stale")
+        assert api.operation("b1")["state"] == "pending"
+        assert api.callback(op, "success").status_code == 200
+        assert api.operation("b1")["state"] == "completed"
+        # its record gone (the retention), the reference still cannot start a new buy
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        client.delete(f"{api.settings.key_prefix}:flow:mm:b1")
+        client.close()
+        again = api.buy("b1", "37000")
+        assert (again.status_code, again.json()["code"]) == (409, "reference_reused")
+        replay = api.callback(op, "success")
+        assert (replay.status_code, replay.json()["code"]) == (404, "operation_not_found")
+
+
+def test_a_pending_buy_survives_a_restart_of_the_embedded_default(tmp_path: Path) -> None:
+    env = {"RESERVES_MOBILE_MONEY_SECRET": SECRET}
+    db_url = f"sqlite:///{tmp_path / 'reserves.db'}"
+    settings = replace(Settings(), redis_url=None, database_url=db_url)
+
+    def persisted_state(ref: str) -> str | None:
+        store = Store(db_url)
+        try:
+            rows = [r.request for r in store.audit_rows() if r.action == "flow_state"]
+        finally:
+            store.close()
+        states = [r["record"].get("state") for r in rows if r["reference_id"] == ref]
+        return states[-1] if states else None
+
+    with api_server(tmp_path, env) as server, httpx.Client(base_url=server.url,
+                                                           timeout=10) as http:
+        api = Api(http, settings)
+        api.top_up("USDT", "crypto", "1000")
+        api.top_up("UGX", "fiat", "100000")
+        op = exact(api.buy("b1", "37000"))["operation"]
+        assert op["state"] == "pending"
+        wait_for(lambda: persisted_state("b1") == "pending", "the buy to reach SQLite")
+    with api_server(tmp_path, env) as server, httpx.Client(base_url=server.url,
+                                                           timeout=10) as http:
+        api = Api(http, settings)
+        assert api.operation("b1")["state"] == "pending"
+        again = api.buy("b1", "37000")  # a repeat: the same operation, no second collection
+        assert (again.status_code, exact(again)["operation"]["provider_tx_id"]) == (
+            200, op["provider_tx_id"])
+        done = api.callback(op, "success")
+        assert done.status_code == 200, done.text
+        assert exact(done)["operation"]["state"] == "completed"
+        assert api.balances("u1")["u1_USDT"] == (D("9.8901"), 0)

@@ -24,10 +24,11 @@ SWAP = "/wallet/swaps/{reference_id}"
 OPERATION = "/wallet/mobile-money/{reference_id}"
 # every route that takes a reference in its path: the walk below covers each
 ROUTES = {("GET", HOLD), ("POST", HOLD + "/release"), ("POST", HOLD + "/commit"),
-          ("GET", SWAP), ("GET", OPERATION)}
+          ("GET", SWAP), ("GET", OPERATION), ("POST", OPERATION + "/settle")}
 # the longest, each allowed character, and slashes wherever they may stand
-REFERENCES = ["R" * engine_limits.reference_length_max, "AZaz09", *[f"c{ch}x" for ch in "_.:@/+=-"],
-              "a/b/c", "x/release", "x/commit", "/lead", "trail/", "a//b", "...", ".a/b.", "_.:@+=-"]
+REFERENCES = ["R" * engine_limits.reference_length_max, "AZaz09",
+              *[f"c{ch}x" for ch in "_.:@/+=-"], "a/b/c", "x/release", "x/commit", "x/settle",
+              "/lead", "trail/", "a//b", "...", ".a/b.", "_.:@+=-"]
 
 
 ENDED_CODE = {"commit": "hold_already_committed", "release": "hold_already_released"}
@@ -90,7 +91,7 @@ def test_every_accepted_reference_is_read_and_ended_through_every_route(
         assert r.status_code == 200, (ref, r.text)
         assert (exact(r)["swap"]["reference_id"], exact(r)["swap"]["state"]) == (ref, "completed")
 
-    for ref in REFERENCES:  # a buy is ended by its callback: read it before and after
+    for ref in REFERENCES:  # a buy is ended by its callback: read it before and after, settle it
         r = api.buy(ref, "3700")
         assert r.status_code == 200, (ref, r.text)
         operation = exact(r)["operation"]
@@ -100,6 +101,10 @@ def test_every_accepted_reference_is_read_and_ended_through_every_route(
         assert api.callback(operation, "success").status_code == 200
         r = api.get(_path(OPERATION, ref, encode))
         assert exact(r)["operation"]["state"] == "completed", (ref, r.text)
+        # an operator settles only a flagged operation: reached, and refused as not flagged
+        r = api.post(_path(OPERATION + "/settle", ref, encode), {"action": "refunded"}, ADMIN)
+        assert (r.status_code, exact(r)["code"]) == (409, "not_settleable"), (ref, r.text)
+        assert exact(r)["error"].startswith(f"Operation {ref} is completed"), r.text
     balances = api.balances("u1")
     assert balances["RESERVE_UGX"][1] == D(0)  # every hold of the walk ended
     assert balances["RESERVE_USDT"][1] == D(0)

@@ -56,19 +56,25 @@ async def test_forecast_of_a_steady_outflow(backend: dict[str, Any]) -> None:
 
 async def test_forecast_after_the_outflow_stops_and_reverses(backend: dict[str, Any]) -> None:
     engine, book, clock, client = await _scripted(backend)
-    # Five quiet minutes: the 5-minute window sees no outflow, the hour still does.
-    clock.advance_s(300)
-    balance = await engine.get_reserve_balance("USDT")
-    await book.record(balance)
-    result = await book.forecast(balance)
-    assert result["windows"][0]["net_outflow_per_hour"] == Decimal("0.000000")
+    # Five quiet minutes: the 5-minute window sees no outflow; the hour's 9 pieces of 100 s are
+    # 6 draining at 600 an hour and 3 quiet: its median still sees the outflow.
+    for _ in range(5):
+        clock.advance_s(60)
+        await book.record(await engine.get_reserve_balance("USDT"))
+    result = await book.forecast(await engine.get_reserve_balance("USDT"))
+    assert [w["net_outflow_per_hour"] for w in result["windows"]] == [
+        Decimal("0.000000"), Decimal("600.000000")]
+    assert result["net_outflow_per_hour"] == Decimal("0.000000")
     assert result["seconds_to_empty"] is None
     assert result["seconds_to_warning"] is None
-    # A release brings money back: a negative outflow, no time to empty.
+    # A release brings 10 back in the last minute: a lone inflow, not a trend. It moves two of
+    # the 5-minute window's pieces (the median stays 0) and one of the hour's 9 pieces of
+    # 106.67 s (5 at 600 an hour, one at 375, two at 0, one at -337.5: the median is 600).
     clock.advance_s(60)
     await engine.release_reserve("m10")
     result = await book.forecast(await engine.get_reserve_balance("USDT"))
-    assert result["windows"][0]["net_outflow_per_hour"] == Decimal("-600.000000")  # 10 back in the last minute
+    assert [w["net_outflow_per_hour"] for w in result["windows"]] == [
+        Decimal("0.000000"), Decimal("600.000000")]
     assert result["seconds_to_empty"] is None
     await client.aclose()
 
@@ -125,13 +131,15 @@ def test_forecast_is_pure_on_given_samples() -> None:
 
     usdt = CurrencyRegistry.load().get("USDT")
     account = Account("RESERVE_USDT_CRYPTO", usdt, AccountKind.reserve, 1, "RUSDTc0001", 0)
-    now = START_MS + 120_000
-    samples = [Sample(START_MS, 3_000_000, 0), Sample(START_MS + 60_000, 3_000_000, 1_000_000)]
-    result = forecast(Balance(account, 3_000_000, 1_500_000), samples, now, windows_ms=(120_000,))
-    # 1.5 USDT in 2 minutes: 45 per hour; 1.5 left: 2 minutes; to 75 % (2.25 locked): 1 minute
-    assert result["net_outflow_per_hour"] == Decimal("45.000000")
-    assert result["seconds_to_empty"] == 120
-    assert result["seconds_to_warning"] == 60
+    now = START_MS + 180_000
+    samples = [Sample(START_MS, 3_000_000, 0), Sample(START_MS + 90_000, 3_000_000, 1_000_000)]
+    result = forecast(Balance(account, 3_000_000, 1_500_000), samples, now, windows_ms=(180_000,),
+                      samples_min=3)
+    # 9 pieces of 20 s: 4 lose 1 USDT in 90 s, 4 lose 0.5 in 90 s, the middle one half of each
+    # (0.75 in 90 s): 30 per hour; 1.5 left: 3 minutes; to 75 % (2.25 locked): 90 s
+    assert result["net_outflow_per_hour"] == Decimal("30.000000")
+    assert result["seconds_to_empty"] == 180
+    assert result["seconds_to_warning"] == 90
     assert result["suggested_top_up"] == Decimal("0.000000")
 
 
@@ -161,3 +169,94 @@ async def test_samples_are_bucketed_and_bounded(backend: dict[str, Any]) -> None
 @pytest.mark.parametrize("interval_ms", [1000, 2000])
 def test_bucket_start(interval_ms: int) -> None:
     assert START_MS % interval_ms == 0  # the scripted clocks start on a bucket boundary
+
+
+async def _sampled_every_2_s(engine: ReserveEngine, book: SampleBook, clock: Clock,
+                             steps: int, step: Any = None) -> None:
+    """The monitor's sampling: every 2 s (its bucket), after step(i) if given."""
+    for i in range(1, steps + 1):
+        clock.advance_s(2)
+        if step is not None:
+            await step(i)
+        await book.record(await engine.get_reserve_balance("USDT"))
+
+
+async def test_one_top_up_then_ten_seconds_is_no_rate(backend: dict[str, Any]) -> None:
+    # The reported case: 10,000 in, 10 s later the forecast said -3,600,000 USDT an hour.
+    clock = Clock()
+    client = backend["async_factory"]()
+    engine = ReserveEngine(client, backend["settings"], clock_ms=clock)
+    book = SampleBook(client, engine.ops.keys, clock)
+    await book.record(await engine.get_reserve_balance("USDT"))  # empty
+    await engine.top_up_reserve("USDT", "10000", "crypto", "t1")
+    await _sampled_every_2_s(engine, book, clock, 5)
+    result = await book.forecast(await engine.get_reserve_balance("USDT"))
+    # 6 points over 10 s: less than the minimum window (60 s), no rate
+    assert result["windows"] == [
+        {"window_s": 300, "net_outflow_per_hour": None, "samples_count": 6},
+        {"window_s": 3600, "net_outflow_per_hour": None, "samples_count": 6}]
+    assert (result["net_outflow_per_hour"], result["window_s"]) == (Decimal(0), None)
+    assert (result["seconds_to_empty"], result["seconds_to_warning"]) == (None, None)
+    # A quiet minute later the window is long enough; the top-up sits in the first of the 9
+    # pieces (the 10,000 over 70 s was -514,285.714286 an hour), the 8 others are 0.
+    await _sampled_every_2_s(engine, book, clock, 30)
+    result = await book.forecast(await engine.get_reserve_balance("USDT"))
+    assert result["windows"][0] == {"window_s": 300, "net_outflow_per_hour": Decimal("0.000000"),
+                                    "samples_count": 36}
+    assert (result["net_outflow_per_hour"], result["window_s"]) == (Decimal("0.000000"), 300)
+    assert result["seconds_to_empty"] is None
+    await client.aclose()
+
+
+async def test_a_steady_drain_is_its_rate_whatever_a_top_up_does(
+        backend: dict[str, Any]) -> None:
+    # 10,000 USDT; every 2 s a hold of 1 USDT (0.5 USDT/s: 1,800 an hour) for 5 minutes, and
+    # a top-up of 5,000 half-way. The first-to-last rate would be (10,000 - 14,850) over 300 s:
+    # -58,200 an hour.
+    clock = Clock()
+    client = backend["async_factory"]()
+    engine = ReserveEngine(client, backend["settings"], clock_ms=clock)
+    book = SampleBook(client, engine.ops.keys, clock)
+    await engine.top_up_reserve("USDT", "10000", "crypto", "t1")
+    await book.record(await engine.get_reserve_balance("USDT"))
+
+    async def drain(i: int) -> None:
+        await engine.reserve_amount("USDT", "1", "crypto", f"d{i}", "swap")
+        if i == 75:
+            await engine.top_up_reserve("USDT", "5000", "crypto", "t2")
+
+    await _sampled_every_2_s(engine, book, clock, 150, drain)
+    balance = await engine.get_reserve_balance("USDT")
+    assert (balance.total_minor, balance.locked_minor) == (15_000_000_000, 150_000_000)
+    result = await book.forecast(balance)
+    # 9 pieces of 33.33 s: 8 lose exactly 0.5 USDT/s, the top-up's piece gains
+    assert [w["net_outflow_per_hour"] for w in result["windows"]] == [
+        Decimal("1800.000000"), Decimal("1800.000000")]
+    assert result["net_outflow_per_hour"] == Decimal("1800.000000")
+    # 14,850 available at 0.5 a second: 29,700 s; locked to 75 % of 15,000 (11,250): 11,100
+    # more at 0.5 a second: 22,200 s
+    assert result["seconds_to_empty"] == 29_700
+    assert result["seconds_to_warning"] == 22_200
+    await client.aclose()
+
+
+async def test_a_stepped_drain_is_close_to_its_rate(backend: dict[str, Any]) -> None:
+    # Holds of 3 USDT every 6 s (0.5 USDT/s, 1,800 an hour) sampled every 2 s: a staircase.
+    clock = Clock()
+    client = backend["async_factory"]()
+    engine = ReserveEngine(client, backend["settings"], clock_ms=clock)
+    book = SampleBook(client, engine.ops.keys, clock)
+    await engine.top_up_reserve("USDT", "10000", "crypto", "t1")
+    await book.record(await engine.get_reserve_balance("USDT"))
+
+    async def drain(i: int) -> None:
+        if i % 3 == 0:
+            await engine.reserve_amount("USDT", "3", "crypto", f"d{i}", "swap")
+
+    await _sampled_every_2_s(engine, book, clock, 150, drain)
+    result = await book.forecast(await engine.get_reserve_balance("USDT"))
+    rate = result["net_outflow_per_hour"]
+    # A piece of 33.33 s holds 5 or 6 of the 2 s ramps of 3 USDT, partly at its ends: its rate
+    # is within 3 USDT per piece (324 an hour) of 1,800; the median is closer.
+    assert abs(rate - Decimal(1800)) <= Decimal(324), rate
+    await client.aclose()

@@ -1,12 +1,13 @@
-"""The HTTP layer's request window (api/metrics.py), which feeds the monitor's error-rate and
-p99 alerts: p99 from a bucketed histogram, never below the exact one and at most one bucket
-(5 %) above it; seconds leave the window on time; its state does not grow with the traffic."""
+"""The HTTP layer's request window (api/metrics.py), which feeds the monitor's error-rate,
+refusal-rate and p99 alerts: p99 from a bucketed histogram, never below the exact (nearest-rank)
+one and at most one bucket (5 %) above it; seconds leave the window on time; its state does not
+grow with the traffic; refusals are 409s of the money routes."""
 
 from __future__ import annotations
 
 import random
 
-from api.metrics import LATENCY_BUCKET_MAX_S, LATENCY_BUCKET_RATIO, Window
+from api.metrics import LATENCY_BUCKET_MAX_S, LATENCY_BUCKET_RATIO, MONEY_ROUTES, Window
 
 
 class Clock:
@@ -18,8 +19,9 @@ class Clock:
 
 
 def _exact_p99_ms(durations_s: list[float]) -> float:
+    """The nearest-rank 99th percentile: the ceil(0.99 n)-th smallest."""
     ordered = sorted(durations_s)
-    return ordered[min(len(ordered) - 1, len(ordered) * 99 // 100)] * 1000
+    return ordered[(len(ordered) * 99 + 99) // 100 - 1] * 1000
 
 
 def test_p99_is_the_bucket_of_the_exact_one() -> None:
@@ -100,3 +102,43 @@ def test_state_does_not_grow_with_traffic() -> None:
         sizes.append((len(window._slot_counts), sum(map(len, window._slot_counts))))
     assert sizes[0] == sizes[1] == sizes[2]
     assert window.snapshot()[0] == 5_000  # the last 5 s of 15 s at 1,000 requests/s
+
+
+def test_one_slow_request_of_a_hundred_is_not_the_p99() -> None:
+    # nearest rank: the 99th of 100 sorted requests, not the slowest
+    window = Window(clock=Clock())
+    for _ in range(99):
+        window.add(0.001, False)
+    window.add(5.0, False)
+    assert window.snapshot() == (100, 0, 1)
+    window.add(5.0, False)  # 2 of 101: the 100th is slow
+    requests, _, p99_ms = window.snapshot()
+    assert requests == 101
+    assert p99_ms is not None and 5_000 <= p99_ms <= 5_250
+
+
+def test_refusals_are_409s_of_money_routes_and_never_errors() -> None:
+    clock = Clock(700.0)
+    window = Window(window_s=60, clock=clock)
+    window.add_response(0.001, 200, "reserve")
+    window.add_response(0.001, 409, "reserve")  # insufficient reserve: a refusal
+    window.add_response(0.001, 409, "commit_hold")  # hold already ended: a refusal
+    window.add_response(0.001, 400, "reserve")  # bad input: a money request, no refusal
+    window.add_response(0.001, 503, "top_up")  # an error, not a refusal
+    window.add_response(0.001, 409, "reserves_status")  # not a money route: not counted
+    window.add_response(0.001, 200, "balances")
+    assert window.refusals() == (5, 2)
+    assert window.snapshot()[:2] == (7, 1)  # 409s are not 5xx errors
+    clock.now_s = 730.0
+    window.add_response(0.001, 409, "create_swap")
+    clock.now_s = 760.0  # the first second left the window
+    assert window.refusals() == (1, 1)
+    clock.now_s = 790.0
+    assert window.refusals() == (0, 0)
+
+
+def test_money_routes_are_routes_of_the_app() -> None:
+    from api.app import create_app
+
+    names = {getattr(getattr(r, "endpoint", None), "__name__", "") for r in create_app().routes}
+    assert names >= MONEY_ROUTES

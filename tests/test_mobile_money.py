@@ -108,8 +108,8 @@ async def test_callback_never_arriving_expires_and_releases(rig: Rig, direction:
     assert (result.looked_at_count, result.settled_count) == (1, 1)
     done = await rig.wallet.mobile_money.get("op1")
     assert (done["state"], {leg["state"] for leg in done["legs"]}) == ("expired", {"expired"})
-    late = await _callback(rig, view, "success")  # too late: the expiry stands
-    assert (late["state"], late["duplicate_callback"]) == ("expired", True)
+    late = await _callback(rig, view, "success")  # too late: flagged for an operator
+    assert (late["state"], late["duplicate_callback"]) == ("settled_after_expiry", True)
     assert await _state(rig) == before
 
 

@@ -14,7 +14,7 @@ from persistence.reconcile import reconcile
 from persistence.store import Store
 from persistence.worker import Persister
 from tests.cluster import redis_cluster
-from tests.test_persist_support import journal, run_workload
+from tests.persist_support import journal, run_workload
 
 
 @pytest.fixture(scope="module")

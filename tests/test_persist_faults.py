@@ -17,13 +17,11 @@ import sqlalchemy as sa
 
 from persistence.reconcile import reconcile
 from tests import services
-from tests.test_persist_support import (  # noqa: F401  (fixtures)
+from tests.persist_support import (
     Stack,
     assert_rows_equal_events,
     journal,
-    pg_stack,
     run_workload,
-    stack,
 )
 
 WAIT_S_MAX = 60.0  # how long a test waits for a background process to reach a state

@@ -12,13 +12,12 @@ from engine.keys import KeySpace
 from engine.service import ReserveService
 from persistence.rebuild import RebuildRefused, rebuild
 from persistence.reconcile import reconcile
-from tests.test_persist_support import (  # noqa: F401  (fixtures)
+from tests.persist_support import (
     Stack,
     journal,
     redis_balances,
     redis_pending_holds,
     run_workload,
-    stack,
 )
 
 

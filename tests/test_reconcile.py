@@ -7,7 +7,7 @@ import pytest
 from engine.keys import KeySpace
 from engine.service import ReserveService
 from persistence.reconcile import Difference, reconcile
-from tests.test_persist_support import Stack, run_workload, stack  # noqa: F401  (fixture)
+from tests.persist_support import Stack, run_workload
 
 
 def test_reconcile_reports_every_difference(stack: Stack) -> None:

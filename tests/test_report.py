@@ -17,7 +17,7 @@ from persistence.migrate import upgrade
 from persistence.report import build_report, period_bounds, render, row_values
 from persistence.store import ms_to_dt
 from tests.engine_helpers import START_MS, Clock
-from tests.test_persist_support import Stack, stack  # noqa: F401  (fixture)
+from tests.persist_support import Stack
 
 DAY_S = 86_400
 END = ms_to_dt(START_MS) + timedelta(days=3)  # the end of the reported period
@@ -67,7 +67,7 @@ def test_daily_and_weekly_figures(stack: Stack) -> None:
     assert (usdt["released_count"], usdt["released"]) == (1, "750.0")
     assert (usdt["topped_up_count"], usdt["topped_up"]) == (1, "500.0")
     assert (usdt["withdrawn_count"], usdt["withdrawn"]) == (1, "100.0")
-    assert usdt["volume"] == "2500.0"
+    assert usdt["volume"] == "1000.0"  # 500 in, 100 out, 400 committed: money that moved
     assert usdt["net_change"] == "0.0"  # 500 - 100 - 400
     ugx = daily["UGX"]
     assert (ugx["released_count"], ugx["released"]) == (1, "1000.0")  # the expiry
@@ -78,6 +78,7 @@ def test_daily_and_weekly_figures(stack: Stack) -> None:
     assert (weekly["reserved_count"], weekly["reserved"]) == (2, "1350.0")
     assert (weekly["topped_up_count"], weekly["topped_up"]) == (2, "1500.0")
     assert weekly["net_change"] == "1000.0"
+    assert weekly["volume"] == "2000.0"  # 1500 in, 100 out, 400 committed
     assert weekly["peak_utilization_pct"] == "90.00"
 
 
@@ -97,7 +98,7 @@ def test_balances_from_redis_are_the_current_ones(stack: Stack) -> None:
     service = _script(stack)
     rows = _rows(stack, "daily", balances=service.get_all_reserves())
     assert (rows["USDT"]["total"], rows["USDT"]["locked"]) == ("1007.0", "1.0")  # day 4's too
-    assert rows["USDT"]["volume"] == "2500.0"  # the flows are still the period's
+    assert rows["USDT"]["volume"] == "1000.0"  # the flows are still the period's
 
 
 def test_markdown_and_csv(stack: Stack) -> None:
@@ -108,7 +109,7 @@ def test_markdown_and_csv(stack: Stack) -> None:
     assert text.startswith("# Reserves report (daily)\n")
     assert "Period: 2027-01-17 08:00 UTC to 2027-01-18 08:00 UTC." in text
     assert "| USDT | crypto | healthy | 1000.0 | 1000.0 | 0.0 | 0.00 | 90.00 |" in text
-    assert ("| USDT | 750.0 (1) | 400.0 (1) | 750.0 (1) | 500.0 (1) | 100.0 (1) | 2500.0 | 0.0 |"
+    assert ("| USDT | 750.0 (1) | 400.0 (1) | 750.0 (1) | 500.0 (1) | 100.0 (1) | 1000.0 | 0.0 |"
             in text)
     rows = list(csv.DictReader(io.StringIO(render(report, "csv"))))
     assert [r["currency"] for r in rows] == [c.code for c in registry]
@@ -120,8 +121,8 @@ def test_markdown_and_csv(stack: Stack) -> None:
 def test_period_bounds() -> None:
     end = datetime(2026, 11, 25, tzinfo=UTC)
     assert period_bounds("weekly", end) == (datetime(2026, 11, 18, tzinfo=UTC), end)
-    with pytest.raises(InvalidRequest, match="period must be one of daily, weekly"):
-        period_bounds("monthly", end)
+    with pytest.raises(InvalidRequest, match="period must be one of daily, weekly, monthly"):
+        period_bounds("yearly", end)
     with pytest.raises(InvalidRequest, match="needs a time zone"):
         period_bounds("daily", datetime(2026, 11, 25))
 

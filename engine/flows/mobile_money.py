@@ -20,9 +20,15 @@ from decimal import Decimal
 from typing import Any
 
 from engine.engine import ReserveEngine
-from engine.errors import InsufficientReserve, InvalidRequest, ReferenceConflict, ReserveError
+from engine.errors import (
+    Conflict,
+    InsufficientReserve,
+    InvalidRequest,
+    ReferenceConflict,
+    ReserveError,
+)
 from engine.flows import limits
-from engine.flows.errors import FlowNotFound, RecordedFailure
+from engine.flows.errors import BadSignature, FlowNotFound, RecordedFailure
 from engine.flows.providers import MobileMoneyProvider, ProviderRequest
 from engine.flows.quotes import Quotes
 from engine.flows.steps import (
@@ -39,7 +45,11 @@ from engine.references import InternalReference, flow_reference
 from engine.registry import AccountType, Currency
 
 KIND = "mm"
-TERMINAL = ("completed", "failed", "expired", "settlement_failed")
+TERMINAL = ("completed", "failed", "expired", "settlement_failed", "settled_after_expiry",
+            "refunded")
+# Flagged operations an operator settles, and how.
+SETTLEABLE = ("settlement_failed", "settled_after_expiry")
+SETTLE_ACTIONS = ("credit", "refunded")
 _PHONE_CHARS = set("+0123456789")
 
 
@@ -117,6 +127,10 @@ class MobileMoney:
     async def _repeat(self, ref: str, request: dict[str, Any]) -> dict[str, str] | None:
         record = await self.store.load(KIND, ref)
         if not record:
+            if await self.store.was_used(KIND, ref):  # its record expired: never reused
+                raise ReferenceConflict(
+                    f"reference_id {ref} was already used by an earlier mobile-money "
+                    "operation; a flow reference is never reused", code="reference_reused")
             return None
         if record.get("request") != canonical(request):
             raise ReferenceConflict(
@@ -133,26 +147,105 @@ class MobileMoney:
         return await self.view(reference_id, record)
 
     async def callback(self, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
-        """A provider's callback: verified first (a bad one changes nothing), then applied once."""
+        """A provider's callback: verified first (a bad one changes nothing), then applied once.
+
+        It counts only for the transaction the operation recorded when it initiated (a callback
+        before that is 409 and the provider retries), and only within callback_age_s_max of its
+        signed timestamp. Nothing it reports is dropped: a contradicting callback (a success
+        after the operation expired, a failure after it completed) is recorded and flags the
+        operation for an operator."""
         cb = self.provider.verify_callback(body, headers)
-        record = await self.store.load(KIND, cb.reference_id)
+        age_ms = abs(self.engine.ops.clock_ms() - cb.sent_ms)
+        if age_ms > limits.callback_age_s_max * 1000:
+            raise BadSignature(f"Callback timestamp is {age_ms // 1000} s away from now (at most "
+                               f"{limits.callback_age_s_max} s)", code="callback_stale")
+        ref = cb.reference_id
+        record = await self.store.load(KIND, ref)
         if "state" not in record:
-            raise FlowNotFound(f"No mobile-money operation {cb.reference_id}",
-                               code="operation_not_found")
+            raise FlowNotFound(f"No mobile-money operation {ref}", code="operation_not_found")
         known_tx = record.get("provider_tx_id")
-        if known_tx and known_tx != cb.provider_tx_id:
+        if not known_tx:
+            raise Conflict(f"Operation {ref} has no provider transaction yet: retry the callback",
+                           code="callback_too_early")
+        if known_tx != cb.provider_tx_id:
             raise ReferenceConflict(f"Callback transaction {cb.provider_tx_id} does not match "
-                                    f"operation {cb.reference_id}", code="transaction_mismatch")
+                                    f"operation {ref}", code="transaction_mismatch")
         duplicate = record["state"] in TERMINAL
-        await self.store.set_first(KIND, cb.reference_id, "provider_tx_id", cb.provider_tx_id)
-        await self.store.set_first(KIND, cb.reference_id, "outcome", cb.status)
-        record = await self.store.load(KIND, cb.reference_id)
+        outcome = await self.store.set_first(KIND, ref, "outcome", cb.status)
+        await self.store.update(KIND, ref, last_callback=f"{cb.status}@{cb.sent_ms}")
+        record = await self.store.load(KIND, ref)
         if record["state"] == "pending":  # else the request in flight applies it (it reads after)
-            await self._apply(cb.reference_id, record)
-            record = await self.store.load(KIND, cb.reference_id)
-        view = await self.view(cb.reference_id, record)
+            await self._apply(ref, record)
+            record = await self.store.load(KIND, ref)
+        if outcome != cb.status:
+            record = await self._contradicted(ref, record, cb.status)
+        view = await self.view(ref, record)
         view["duplicate_callback"] = duplicate
         return view
+
+    async def _contradicted(self, ref: str, r: dict[str, str], status: str) -> dict[str, str]:
+        """The provider reports another result than the one that decided the operation."""
+        if r.get("settled_by"):  # an operator settled it already: a repeat changes nothing
+            return r
+        if r["state"] not in TERMINAL:
+            await self._apply(ref, r)  # the decided outcome first (idempotent steps)
+            r = await self.store.load(KIND, ref)
+        error = {"status": 409, "success": False, "code": "callback_contradicts",
+                 "error": f"Provider reported {status} for operation {ref} after it was "
+                          f"{r['state']} ({r.get('outcome')})"}
+        if status == "success" and r["state"] in ("expired", "failed"):
+            # the provider collected or paid out after the holds were released: an operator
+            # credits it (if liquidity allows) or marks it refunded (settle())
+            await self.store.update(KIND, ref, state="settled_after_expiry")
+            await self.store.flag(KIND, ref, "settled_after_expiry", error)
+        elif r["state"] not in ("settled_after_expiry", "settlement_failed"):
+            await self.store.flag(KIND, ref, "contradicting_callback", error)
+        return await self.store.load(KIND, ref)
+
+    async def settle(self, reference_id: str, action: Any,
+                     meta: dict[str, Any]) -> dict[str, Any]:
+        """An operator settles a flagged operation: `credit` applies it as a success (409 while
+        the reserve cannot cover it: nothing changed), `refunded` records that the provider's
+        money went back to the user off-ledger. Idempotent: the same action again answers the
+        same; the other one is 409."""
+        check_reference(reference_id)
+        if action not in SETTLE_ACTIONS:
+            raise InvalidRequest(f"action must be one of {', '.join(SETTLE_ACTIONS)}",
+                                 code="invalid_action")
+        ref = reference_id
+        r = await self.store.load(KIND, ref)
+        if "state" not in r:
+            raise FlowNotFound(f"Mobile-money operation {ref} not found",
+                               code="operation_not_found")
+        settled = r.get("settled_by")
+        if settled is not None and settled != action:
+            raise Conflict(f"Operation {ref} was already settled as {settled}",
+                           code="already_settled", settled_by=settled)
+        if settled is None and r["state"] not in SETTLEABLE:
+            raise Conflict(f"Operation {ref} is {r['state']}: only a flagged operation "
+                           f"({', '.join(SETTLEABLE)}) is settled by an operator",
+                           code="not_settleable", state=r["state"])
+        if settled is None:
+            if action == "credit":
+                # the debits whose holds are gone come from the available balances: check
+                # them all first, so that a 409 leaves everything as it was
+                await self._check([leg for leg in self._holds(ref, r) if (await hold_view(
+                    self.engine, leg[2]))["state"] not in ("pending", "committed")])
+                if await self._settle(ref, r, meta) != "completed":
+                    crypto = r["direction"] == "buy"
+                    raise InsufficientReserve(
+                        f"The {'crypto reserve' if crypto else 'user or fiat reserve'} cannot "
+                        f"cover operation {ref} now: settle it later, or mark it refunded",
+                        code="exceeds_available")
+                state = "completed"
+            else:
+                state = "refunded"
+            await self.store.set_first(KIND, ref, "settled_by", action)
+            await self.store.update(KIND, ref, state=state)
+            await self.store.journal(f"{r['direction']}_{state}", ref,
+                                     {"user_id": r["user_id"], "settled_by": action})
+        await self.store.unflag(KIND, ref)
+        return await self.view(ref, await self.store.load(KIND, ref))
 
     async def recover(self, reference_id: str) -> dict[str, Any]:
         """Past its deadline with no callback: expire it (release the holds)."""
@@ -164,6 +257,23 @@ class MobileMoney:
         record = await self.store.load(KIND, reference_id)
         await self._apply(reference_id, record)
         return await self.view(reference_id, await self.store.load(KIND, reference_id))
+
+    async def abort(self, reference_id: str, error: dict[str, Any]) -> None:
+        """End an operation whose recovery failed for good. Without a success its holds are
+        undone (`expired`); after a success the provider moved real money, which only an
+        operator can settle (`settlement_failed`, see settle())."""
+        ref = reference_id
+        r = await self.store.load(KIND, ref)
+        if "state" not in r or r["state"] in TERMINAL:
+            await self.store.mark_settled(KIND, ref)
+            return
+        await self.store.update(KIND, ref, error_status=str(error.get("status", 500)),
+                                error=error)
+        if await self.store.set_first(KIND, ref, "outcome", "expired") == "success":
+            await self.store.update(KIND, ref, state="settlement_failed")
+            await self.store.mark_settled(KIND, ref)
+            return
+        await self._apply(ref, await self.store.load(KIND, ref))
 
     # -- the state machine ----------------------------------------------------------------------
 
@@ -257,6 +367,11 @@ class MobileMoney:
             return
         if outcome == "success":
             state = await self._settle(ref, r)
+            if state == "settlement_failed":
+                await self.store.flag(KIND, ref, "settlement_failed", {
+                    "status": 409, "success": False, "code": "settlement_failed",
+                    "error": f"Provider reported success for operation {ref} after its holds "
+                             f"expired, and the reserve could not cover it"})
         else:
             meta = {"flow": r["direction"], "ref": ref, "outcome": outcome}
             for spec, _, hold_ref in self._holds(ref, r):
@@ -266,9 +381,10 @@ class MobileMoney:
         await self.store.mark_settled(KIND, ref)
         await self.store.journal(f"{r['direction']}_{state}", ref, {"user_id": r["user_id"]})
 
-    async def _settle(self, ref: str, r: dict[str, str]) -> str:
+    async def _settle(self, ref: str, r: dict[str, str],
+                      audit: dict[str, Any] | None = None) -> str:
         specs = self._specs(r)
-        meta = {"flow": r["direction"], "ref": ref}
+        meta = {"flow": r["direction"], "ref": ref, **(audit or {})}
         crypto_minor, fiat_minor = int(r["crypto_minor"]), int(r["fiat_minor"])
         ops = self.engine.ops
         if r["direction"] == "buy":
@@ -318,4 +434,5 @@ class MobileMoney:
             "expires_at_ms": int(r["deadline_ms"]),
             "legs": [await hold_view(self.engine, h) for _, _, h in self._holds(ref, r)],
             "error": decode(r["error"]) if r.get("error") else None,
+            "flag": r.get("flag"),  # set aside for an operator (GET /wallet/flows/flagged)
         }

@@ -1,8 +1,10 @@
 """Mobile-money providers: the interface, HMAC-signed callbacks, and a simulated provider.
 
-A callback is JSON {"provider_tx_id", "reference_id", "status": "success"|"failed"} signed with
-HMAC-SHA256 over the raw body, hex in the `X-Signature` header (shared secret from
-RESERVES_MOBILE_MONEY_SECRET).
+A callback is JSON {"provider_tx_id", "reference_id", "status": "success"|"failed",
+"timestamp_ms"} signed with HMAC-SHA256 over the raw body, hex in the `X-Signature` header
+(shared secret from RESERVES_MOBILE_MONEY_SECRET). The signed timestamp (milliseconds since the
+epoch, when the provider sent it) bounds a replay to limits.callback_age_s_max; the transaction
+id binds it to the one operation that recorded that transaction when it initiated.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from engine.flows import limits
+from engine.errors import ReserveError
 from engine.flows.errors import BadSignature, ProviderError
+from engine.ops import wall_clock_ms
 
 SIGNATURE_HEADER = "x-signature"
 STATUSES = ("success", "failed")
@@ -38,6 +42,7 @@ class Callback:
     provider_tx_id: str
     reference_id: str
     status: str  # success | failed
+    sent_ms: int  # the signed timestamp
 
 
 class MobileMoneyProvider(Protocol):
@@ -63,10 +68,14 @@ def verify_signed(secret: bytes, body: bytes, headers: Mapping[str, str]) -> Cal
         raise BadSignature("Invalid callback signature", code="bad_signature")
     try:
         data = json.loads(body)
+        sent_ms = data["timestamp_ms"]
+        if type(sent_ms) is not int:  # noqa: E721 (a bool is not a timestamp)
+            raise TypeError("timestamp_ms")
         callback = Callback(str(data["provider_tx_id"]), str(data["reference_id"]),
-                            str(data["status"]))
+                            str(data["status"]), sent_ms)
     except (ValueError, KeyError, TypeError):
-        raise BadSignature("Malformed callback body", code="bad_callback") from None
+        raise BadSignature("Malformed callback body (provider_tx_id, reference_id, status and "
+                           "an integer timestamp_ms)", code="bad_callback") from None
     if callback.status not in STATUSES:
         raise BadSignature(f"Unknown callback status {callback.status!r}", code="bad_callback")
     return callback
@@ -80,14 +89,17 @@ class SimulatedProvider:
 
     outcome: "success" | "failed" | "manual" (no callback: the test sends one with
     `signed_callback`), or a function of the request. With a sink set, the callback is delivered
-    to it after delay_s; fail_initiation (all) or refuse (a function of the request) makes the
-    initiate calls raise ProviderError.
+    to it after delay_s (again, up to delivery_attempts_max times, while the sink answers 409
+    callback_too_early, as a real provider retries); fail_initiation (all) or refuse (a function
+    of the request) makes the initiate calls raise ProviderError. clock_ms stamps the callbacks.
     """
 
     def __init__(self, secret: bytes, *, outcome: str | Callable[[ProviderRequest], str] = "manual",
                  delay_s: float = 0.0, sink: CallbackSink | None = None,
-                 refuse: Callable[[ProviderRequest], bool] | None = None) -> None:
+                 refuse: Callable[[ProviderRequest], bool] | None = None,
+                 clock_ms: Callable[[], int] = wall_clock_ms) -> None:
         self.secret = secret
+        self.clock_ms = clock_ms
         self.outcome = outcome
         self.delay_s = delay_s
         self.sink = sink
@@ -127,14 +139,24 @@ class SimulatedProvider:
 
     async def _deliver(self, tx_id: str, status: str) -> None:
         await asyncio.sleep(self.delay_s)
-        body, headers = self.signed_callback(tx_id, status)
         assert self.sink is not None
-        await self.sink(body, headers)
+        for _ in range(limits.simulated_delivery_attempts_max):
+            body, headers = self.signed_callback(tx_id, status)
+            try:
+                await self.sink(body, headers)
+                return
+            except ReserveError as err:
+                if err.details.get("code") != "callback_too_early":
+                    raise
+            await asyncio.sleep(limits.simulated_redelivery_s)
 
-    def signed_callback(self, tx_id: str, status: str) -> tuple[bytes, dict[str, str]]:
+    def signed_callback(self, tx_id: str, status: str,
+                        sent_ms: int | None = None) -> tuple[bytes, dict[str, str]]:
         request = self.transactions[tx_id]
         body = json.dumps({"provider_tx_id": tx_id, "reference_id": request.reference_id,
-                           "status": status}, separators=(",", ":")).encode()
+                           "status": status,
+                           "timestamp_ms": self.clock_ms() if sent_ms is None else sent_ms},
+                          separators=(",", ":")).encode()
         return body, {"X-Signature": sign(self.secret, body)}
 
     async def settle(self) -> None:

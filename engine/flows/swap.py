@@ -6,6 +6,7 @@ References, flow_reference("swap", R, leg) of the swap's reference_id R for each
     user   hold on the user's from-currency wallet: committed, it pays the from reserve
     credit_from / credit_to    the credits of the from reserve and of the user
     refund_user / refund_to    paybacks when a commit half-succeeded before a hold expired
+    reverse_from   takes back the from reserve's credit when abort() finds the user's not made
 
 States: reserving -> executing -> completed, or -> failed (every hold undone). The field
 `decision` (first writer wins) settles a race between a slow request and recover().
@@ -87,6 +88,10 @@ class Swaps:
         """The record of an earlier request with this reference (None: first, or not started)."""
         record = await self.store.load(KIND, ref)
         if not record:
+            if await self.store.was_used(KIND, ref):  # its record expired: never reused
+                raise ReferenceConflict(
+                    f"reference_id {ref} was already used by an earlier swap; a flow "
+                    "reference is never reused", code="reference_reused")
             return None
         if record.get("request") != canonical(request):
             raise ReferenceConflict(f"reference_id {ref} was already used for a different swap",
@@ -107,6 +112,52 @@ class Swaps:
             await self.store.mark_settled(KIND, reference_id)
             return {}
         return await self._advance(reference_id, record, abandon=True)
+
+    async def abort(self, reference_id: str, error: dict[str, Any]) -> None:
+        """End a swap that cannot go on (recovery failed for good): every leg it applied is
+        compensated, so it ends `failed` with the user and the reserves as before it, or
+        `completed` if its last credit had been made."""
+        ref = reference_id
+        r = await self.store.load(KIND, ref)
+        if "state" not in r or r["state"] in TERMINAL:
+            await self.store.mark_settled(KIND, ref)
+            return
+        if r["state"] == "executing" and await self._compensate_credits(ref, r):
+            return
+        await self.store.update(KIND, ref, state="rolling_back", error_status=str(
+            error.get("status", 500)), error=error)
+        await self._rollback(ref, r)
+
+    async def _compensate_credits(self, ref: str, r: dict[str, str]) -> bool:
+        """The credits of an executing swap, each applied or not: re-running one is idempotent,
+        so a credit that goes through now was either made before or is made now; a refused one
+        was never made. True: both credits stand (the swap is complete)."""
+        specs = self._specs(r)
+        from_minor_, to_minor_ = int(r["from_minor"]), int(r["to_minor"])
+        meta = {"flow": KIND, "ref": ref, "compensation": True}
+        ops = self.engine.ops
+        try:
+            await self.engine.run(ops.top_up(specs["from"], from_minor_, _ref(ref, "credit_from"),
+                                             meta))
+        except ReserveError as err:
+            if err.status_code >= 500:
+                raise
+            return False  # never made: nothing to take back
+        try:
+            await self.engine.run(ops.top_up(specs["user_to"], to_minor_, _ref(ref, "credit_to"),
+                                             meta))
+        except ReserveError as err:
+            if err.status_code >= 500:
+                raise
+        else:  # every leg is made: the swap is complete, the from hold only a check
+            await self.store.update(KIND, ref, state="completed")
+            await self.store.mark_settled(KIND, ref)
+            await self.store.journal("swap_completed", ref, {"user_id": r["user_id"]})
+            return True
+        # the from reserve was credited, the user not: take the credit back
+        await self.engine.run(ops.withdraw(specs["from"], from_minor_, _ref(ref, "reverse_from"),
+                                           meta))
+        return False
 
     # -- the state machine ----------------------------------------------------------------------
 
@@ -223,4 +274,5 @@ class Swaps:
             "quote_id": r.get("quote_id") or None,
             "legs": legs,
             "error": decode(r["error"]) if r.get("error") else None,
+            "flag": r.get("flag"),  # set aside for an operator (GET /wallet/flows/flagged)
         }

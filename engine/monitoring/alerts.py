@@ -6,8 +6,10 @@ Levels of a reserve's utilization alert: warning (>= 75 %), critical (>= 90 %), 
 threshold, so a reserve hovering around a threshold raises one alert, not one per crossing. A
 floor alert opens when the available balance falls below the currency's configured floor and
 clears once it is back above the floor plus `floor_hysteresis_pct` percent. System alerts
-(persister lag, error rate, p99 latency) come from a MetricsSnapshot and clear below
-`system_clear_share_pct` percent of their threshold. All comparisons are exact integers.
+(persister lag, 5xx error rate, refusal rate, p99 latency) come from a MetricsSnapshot, are
+judged against config.Thresholds (the bounds of limits.py unless overridden), say nothing on
+fewer requests than their minimum, and clear below `system_clear_share_pct` percent of their
+threshold. All comparisons are exact integers.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from engine.keys import KeySpace
 from engine.monitoring import limits, metrics
+from engine.monitoring.config import Thresholds
 from engine.money import from_minor, json_number
 from engine.ops import wall_clock_ms
 from engine.types import Balance
@@ -32,13 +35,18 @@ UTILIZATION_LEVELS: tuple[tuple[str, int], ...] = (
 )
 SYSTEM_ACCOUNT = "SYSTEM"
 
+# Every kind an alert can have: the monitor's own, and those raised by other parts (flows).
+# The API's schema of an alert takes its enum from here.
+ALERT_KINDS = ("utilization", "floor", "persister_lag", "error_rate", "refusal_rate",
+               "latency_p99", "flow_flagged")
+
 
 @dataclass(frozen=True, slots=True)
 class Wanted:
     """An alert that should be open now."""
 
     account: str
-    kind: str  # utilization | floor | persister_lag | error_rate | latency_p99
+    kind: str  # one of ALERT_KINDS
     level: str
     message: str
     value: str = ""
@@ -54,8 +62,10 @@ class MetricsSnapshot:
 
     persister_lag_ms: int | None = None
     requests_count: int | None = None
-    errors_count: int | None = None
+    errors_count: int | None = None  # 5xx answers among requests_count
     latency_p99_ms: int | None = None
+    money_requests_count: int | None = None  # requests of the money routes
+    refusals_count: int | None = None  # their 409 answers
 
 
 def utilization_level(locked_minor: int, total_minor: int, open_level: str | None,
@@ -113,10 +123,12 @@ def reserve_alerts(balance: Balance, floor_minor: int, open_levels: Mapping[str,
     return wanted
 
 
-def system_alerts(snapshot: MetricsSnapshot, open_levels: Mapping[str, str]) -> tuple[
-        list[Wanted], set[str]]:
+def system_alerts(snapshot: MetricsSnapshot, open_levels: Mapping[str, str],
+                  thresholds: Thresholds | None = None) -> tuple[list[Wanted], set[str]]:
     """(alerts that should be open, kinds the snapshot measured). A kind not measured keeps
-    whatever state it has."""
+    whatever state it has; a rate on fewer requests than its minimum is measured and wants no
+    alert (a lone slow or refused request says nothing yet)."""
+    t = thresholds or Thresholds()
     wanted: list[Wanted] = []
     measured: set[str] = set()
 
@@ -125,26 +137,35 @@ def system_alerts(snapshot: MetricsSnapshot, open_levels: Mapping[str, str]) -> 
 
     if snapshot.persister_lag_ms is not None:
         measured.add("persister_lag")
-        lag_ms, max_ms = snapshot.persister_lag_ms, limits.persister_lag_s_max * 1000
+        lag_ms, max_ms = snapshot.persister_lag_ms, t.persister_lag_s_max * 1000
         if _above(lag_ms, max_ms, is_open("persister_lag")):
             wanted.append(Wanted(SYSTEM_ACCOUNT, "persister_lag", "critical",
                                  f"persister lag {from_minor(lag_ms, 3)} s exceeds "
-                                 f"{limits.persister_lag_s_max} s", str(lag_ms)))
+                                 f"{t.persister_lag_s_max} s", str(lag_ms)))
     if snapshot.requests_count is not None and snapshot.errors_count is not None:
         measured.add("error_rate")
         requests, errors = snapshot.requests_count, snapshot.errors_count
-        if requests >= limits.error_rate_requests_min and _above(
-                errors * 100, limits.error_rate_pct_max * requests, is_open("error_rate")):
+        if requests >= t.error_rate_requests_min and _above(
+                errors * 100, t.error_rate_pct_max * requests, is_open("error_rate")):
             wanted.append(Wanted(SYSTEM_ACCOUNT, "error_rate", "critical",
                                  f"error rate {errors}/{requests} requests exceeds "
-                                 f"{limits.error_rate_pct_max}%", f"{errors}/{requests}"))
+                                 f"{t.error_rate_pct_max}%", f"{errors}/{requests}"))
+    if snapshot.money_requests_count is not None and snapshot.refusals_count is not None:
+        measured.add("refusal_rate")
+        requests, refusals = snapshot.money_requests_count, snapshot.refusals_count
+        if requests >= t.refusal_rate_requests_min and _above(
+                refusals * 100, t.refusal_rate_pct_max * requests, is_open("refusal_rate")):
+            wanted.append(Wanted(SYSTEM_ACCOUNT, "refusal_rate", "warning",
+                                 f"refusal rate {refusals}/{requests} money requests exceeds "
+                                 f"{t.refusal_rate_pct_max}%", f"{refusals}/{requests}"))
     if snapshot.latency_p99_ms is not None:
         measured.add("latency_p99")
         p99_ms = snapshot.latency_p99_ms
-        if _above(p99_ms, limits.latency_p99_ms_max, is_open("latency_p99")):
+        if (snapshot.requests_count or 0) >= t.latency_requests_min and _above(
+                p99_ms, t.latency_p99_ms_max, is_open("latency_p99")):
             wanted.append(Wanted(SYSTEM_ACCOUNT, "latency_p99", "warning",
-                                 f"p99 latency {p99_ms} ms exceeds {limits.latency_p99_ms_max} ms",
-                                 str(p99_ms)))
+                                 f"p99 latency {p99_ms} ms over {snapshot.requests_count} "
+                                 f"requests exceeds {t.latency_p99_ms_max} ms", str(p99_ms)))
     return wanted, measured
 
 
@@ -228,7 +249,8 @@ class AlertBook:
         return applied
 
     async def evaluate(self, balances: Iterable[Balance], floors_minor: Mapping[str, int],
-                       snapshot: MetricsSnapshot | None = None) -> list[dict[str, Any]]:
+                       snapshot: MetricsSnapshot | None = None,
+                       thresholds: Thresholds | None = None) -> list[dict[str, Any]]:
         """Compare every reserve (and the snapshot) with the open alerts; raise and clear."""
         open_levels = await self.open_levels()
         wanted: list[Wanted] = []
@@ -239,7 +261,7 @@ class AlertBook:
             wanted += reserve_alerts(balance, floor, open_levels)
         measured: set[str] = set()
         if snapshot is not None:
-            system, measured = system_alerts(snapshot, open_levels)
+            system, measured = system_alerts(snapshot, open_levels, thresholds)
             wanted += system
 
         def evaluated(key: str) -> bool:

@@ -7,9 +7,16 @@ bucket, so several API processes sampling at once keep one point per bucket):
 
     {prefix}:{s<N>}:u:<label>    score: bucket start (ms); member "<bucket_ms>:<total>:<locked>"
 
-The arithmetic is on integer minor units and milliseconds; rates are shown as Decimal. The
-projection assumes the outflow is held (locked) money at a constant rate with the total
-unchanged; it is an estimate, shown as such.
+The rate of a window is robust: no rate until the window's points span forecast_span_ms_min and
+number forecast_samples_min, then the median of the rates of forecast_pieces_count equal pieces
+of the observed span (the available balance taken linearly between samples). A lone top-up or
+release falls in one or two pieces and leaves the median alone; a steady drain gives every
+piece, and so the median, its rate. (The rate between the window's first and last points turned
+one top-up of 10,000 into "-3.6 million an hour" ten seconds later.)
+
+The arithmetic is exact (integer minor units and milliseconds, Fractions between samples); rates
+are shown as Decimal. The projection assumes the outflow is held (locked) money at a constant
+rate with the total unchanged; it is an estimate, shown as such.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
+from statistics import median_low
 from typing import Any
 
 from engine.keys import KeySpace
@@ -39,36 +48,61 @@ class Sample:
 
 @dataclass(frozen=True, slots=True)
 class Rate:
-    """Available balance lost (outflow_minor > 0) or gained (< 0) over span_ms."""
+    """Available balance lost (outflow_minor_per_ms > 0) or gained (< 0), measured over span_ms
+    of points in a window."""
 
     window_ms: int
-    outflow_minor: int
+    outflow_minor_per_ms: Fraction
     span_ms: int
     samples_count: int
 
 
-def window_rate(points: Sequence[Sample], now_ms: int, window_ms: int) -> Rate | None:
-    """The net outflow between the first and the last point of the window, None with fewer
-    than two points or no time between them. Points are in time order."""
+def _available_at(points: Sequence[Sample], times_ms: Sequence[int]) -> list[Fraction]:
+    """The available balance at each time (ascending, inside the points' span), linearly
+    between the points around it. Points are in strictly increasing time order."""
+    out: list[Fraction] = []
+    i = 0
+    for t in times_ms:
+        while points[i + 1].ts_ms < t:
+            i += 1
+        p, q = points[i], points[i + 1]
+        out.append(p.available_minor + Fraction(
+            (q.available_minor - p.available_minor) * (t - p.ts_ms), q.ts_ms - p.ts_ms))
+    return out
+
+
+def window_rate(points: Sequence[Sample], now_ms: int, window_ms: int,
+                span_ms_min: int = limits.forecast_span_ms_min,
+                samples_min: int = limits.forecast_samples_min,
+                pieces_count: int = limits.forecast_pieces_count) -> Rate | None:
+    """The median of the pieces' rates, None when the points inside the window are fewer than
+    samples_min or span less than span_ms_min. Points are in strictly increasing time order."""
+    assert pieces_count >= 1
     inside = [p for p in points if p.ts_ms >= now_ms - window_ms]
-    if len(inside) < 2 or inside[-1].ts_ms <= inside[0].ts_ms:
+    if len(inside) < max(2, samples_min):
         return None
-    first, last = inside[0], inside[-1]
-    return Rate(window_ms, first.available_minor - last.available_minor,
-                last.ts_ms - first.ts_ms, len(inside))
+    start_ms, span_ms = inside[0].ts_ms, inside[-1].ts_ms - inside[0].ts_ms
+    if span_ms < max(span_ms_min, pieces_count):  # every piece at least 1 ms
+        return None
+    bounds_ms = [start_ms + span_ms * j // pieces_count for j in range(pieces_count + 1)]
+    values = _available_at(inside, bounds_ms)
+    rates = [(values[j] - values[j + 1]) / (bounds_ms[j + 1] - bounds_ms[j])
+             for j in range(pieces_count)]
+    return Rate(window_ms, median_low(rates), span_ms, len(inside))
 
 
 def per_hour(rate: Rate, decimals: int) -> Decimal:
     """The rate in major units per hour, to the currency's decimals."""
-    minor_per_hour = Decimal(rate.outflow_minor * 3_600_000) / Decimal(rate.span_ms)
-    return minor_per_hour.scaleb(-decimals).quantize(Decimal(1).scaleb(-decimals),
-                                                     rounding=ROUND_HALF_EVEN)
+    minor_per_hour = rate.outflow_minor_per_ms * 3_600_000
+    quotient = Decimal(minor_per_hour.numerator) / Decimal(minor_per_hour.denominator)
+    return quotient.scaleb(-decimals).quantize(Decimal(1).scaleb(-decimals),
+                                               rounding=ROUND_HALF_EVEN)
 
 
 def seconds_to_empty(available_minor: int, rate: Rate | None) -> int | None:
-    if rate is None or rate.outflow_minor <= 0:
+    if rate is None or rate.outflow_minor_per_ms <= 0:
         return None
-    return max(0, available_minor) * rate.span_ms // (rate.outflow_minor * 1000)
+    return int(max(0, available_minor) // (rate.outflow_minor_per_ms * 1000))
 
 
 def seconds_to_warning(total_minor: int, locked_minor: int, rate: Rate | None,
@@ -79,10 +113,10 @@ def seconds_to_warning(total_minor: int, locked_minor: int, rate: Rate | None,
         return None
     if locked_minor * 100 >= warning_pct * total_minor:
         return 0
-    if rate is None or rate.outflow_minor <= 0:
+    if rate is None or rate.outflow_minor_per_ms <= 0:
         return None
     gap_scaled = warning_pct * total_minor - 100 * locked_minor  # (locked gap) * 100
-    return gap_scaled * rate.span_ms // (100 * rate.outflow_minor * 1000)
+    return int(gap_scaled // (100 * rate.outflow_minor_per_ms * 1000))
 
 
 def suggested_top_up_minor(total_minor: int, locked_minor: int,
@@ -95,19 +129,22 @@ def suggested_top_up_minor(total_minor: int, locked_minor: int,
 
 def forecast(balance: Balance, samples: Sequence[Sample], now_ms: int,
              windows_ms: Sequence[int] = limits.forecast_windows_ms,
-             target_pct: int = limits.target_utilization_pct) -> dict[str, Any]:
-    """The `forecast` object of a reserve. The current balance counts as the newest point."""
+             target_pct: int = limits.target_utilization_pct,
+             span_ms_min: int = limits.forecast_span_ms_min,
+             samples_min: int = limits.forecast_samples_min) -> dict[str, Any]:
+    """The `forecast` object of a reserve. The current balance counts as the newest point; the
+    rate is the shortest window's that has one (0, with window_s None, when none has)."""
     decimals = balance.account.currency.decimals
-    points = sorted((s for s in samples if s.ts_ms < now_ms), key=lambda s: s.ts_ms)
-    points.append(Sample(now_ms, balance.total_minor, balance.locked_minor))
+    by_ts = {s.ts_ms: s for s in sorted(samples, key=lambda s: s.ts_ms) if s.ts_ms < now_ms}
+    points = [*by_ts.values(), Sample(now_ms, balance.total_minor, balance.locked_minor)]
     windows = []
     chosen: Rate | None = None
     for window_ms in sorted(windows_ms):
-        rate = window_rate(points, now_ms, window_ms)
+        rate = window_rate(points, now_ms, window_ms, span_ms_min, samples_min)
         windows.append({
             "window_s": window_ms // 1000,
             "net_outflow_per_hour": per_hour(rate, decimals) if rate else None,
-            "samples_count": rate.samples_count if rate else 0,
+            "samples_count": sum(1 for p in points if p.ts_ms >= now_ms - window_ms),
         })
         chosen = chosen or rate
     top_up_minor = suggested_top_up_minor(balance.total_minor, balance.locked_minor, target_pct)

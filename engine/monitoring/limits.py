@@ -17,6 +17,14 @@ latency_p99_ms_max = 1000
 system_clear_share_pct = 80
 # An error rate on fewer requests than this says nothing yet.
 error_rate_requests_min = 20
+# A p99 on fewer requests than this says nothing yet: below 100 requests the 99th percentile is
+# the slowest one, so a single slow request would raise the alert.
+latency_requests_min = 100
+# Refusals: 409 answers of the money routes (api/metrics.py MONEY_ROUTES), over those routes'
+# requests. They are the service answering correctly, so they never count as errors; a high
+# share still means reserves too short (or a client repeating a spent reference).
+refusal_rate_pct_max = 10
+refusal_rate_requests_min = 20
 
 # Alert history kept in Redis (newest first).
 history_count_max = 200
@@ -29,6 +37,13 @@ sample_interval_ms = 2_000
 samples_count_max = 3_600
 # Forecast windows (ms): the net outflow rate is measured over each.
 forecast_windows_ms = (5 * 60_000, 60 * 60_000)
+# No rate from a window whose points span less than this or are fewer than this: right after a
+# single top-up, 10 s of history extrapolated to an hour is noise, not a forecast.
+forecast_span_ms_min = 60_000
+forecast_samples_min = 5
+# The rate of a window is the median of the rates of this many equal pieces of it (odd: the
+# median is one piece's rate), so a lone top-up or release moves at most two pieces.
+forecast_pieces_count = 9
 # Target utilization (percent) the suggested top-up returns a reserve to.
 target_utilization_pct = 50
 

@@ -57,7 +57,8 @@ class Monitor:
                 float(balance.utilization_percentage))
         if snapshot is None and self.snapshot_source is not None:
             snapshot = self.snapshot_source()
-        return await self.alerts.evaluate(balances, self.config.floors_minor, snapshot)
+        return await self.alerts.evaluate(balances, self.config.floors_minor, snapshot,
+                                          self.config.thresholds)
 
     async def forecast(self, balance: Balance) -> dict[str, Any]:
         """The `forecast` object for the status and balance responses."""

@@ -1,6 +1,6 @@
-"""Shared helpers of the persistence tests: a mixed workload and the journal as it stands.
-
-(No tests here; the name keeps the file among the persistence tests.)"""
+"""Shared helpers of the persistence tests: a mixed workload, the journal as it stands, and the
+Redis + database Stack that the `stack` and `pg_stack` fixtures (tests/persist_fixtures.py)
+yield."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from engine.errors import ReserveError
 from engine.journal import JournalEvent
 from engine.keys import KeySpace
 from engine.service import ReserveService
+from persistence.store import Store, close_shared_engines, shared_engine
+from persistence.worker import Persister
 
 CURRENCIES = ("USDT", "BTC", "UGX")
 
@@ -127,20 +129,6 @@ def redis_pending_holds(client: Any, settings: Settings) -> dict[str, str]:
     return out
 
 
-# -- fixtures (imported by the persistence test modules) -------------------------------------------
-
-import dataclasses  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-
-import fakeredis  # noqa: E402
-import pytest  # noqa: E402
-import redis  # noqa: E402
-
-from persistence.store import Store, close_shared_engines, shared_engine  # noqa: E402
-from persistence.worker import Persister  # noqa: E402
-from tests.services import delete_prefix  # noqa: E402
-
-
 @dataclass
 class Stack:
     name: str
@@ -161,49 +149,6 @@ class Stack:
         for persister in self.persisters:
             persister.close()
         close_shared_engines()
-
-
-def _real_redis(request: pytest.FixtureRequest, prefix: str) -> Iterator[Any]:
-    url = request.getfixturevalue("redis_url")
-    client = redis.Redis.from_url(url, decode_responses=True)
-    try:
-        yield client
-    finally:
-        delete_prefix(client, prefix)
-        client.close()
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def stack(request: pytest.FixtureRequest, key_prefix: str, tmp_path: Any) -> Iterator[Stack]:
-    """Real Redis + a fresh Postgres database, or the embedded fakeredis + SQLite."""
-    settings = dataclasses.replace(Settings(), key_prefix=key_prefix, shard_count=4)
-    if request.param == "sqlite":
-        client = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
-        db_url = f"sqlite:///{tmp_path}/reserves.db"
-        s = Stack("sqlite", client, dataclasses.replace(settings, database_url=db_url), db_url)
-        yield s
-        s.close()
-        return
-    db_url = request.getfixturevalue("fresh_database_url")
-    settings = dataclasses.replace(settings, redis_url=request.getfixturevalue("redis_url"),
-                                   database_url=db_url)
-    for client in _real_redis(request, key_prefix):
-        s = Stack("postgres", client, settings, db_url)
-        yield s
-        s.close()
-
-
-@pytest.fixture
-def pg_stack(request: pytest.FixtureRequest, key_prefix: str) -> Iterator[Stack]:
-    """Real Redis + a fresh Postgres database only."""
-    db_url = request.getfixturevalue("fresh_database_url")
-    redis_url = request.getfixturevalue("redis_url")
-    settings = Settings(redis_url=redis_url, database_url=db_url, key_prefix=key_prefix,
-                        shard_count=4)
-    for client in _real_redis(request, key_prefix):
-        s = Stack("postgres", client, settings, db_url)
-        yield s
-        s.close()
 
 
 def assert_rows_equal_events(stack: Stack, events: list[JournalEvent]) -> None:
