@@ -32,8 +32,8 @@ from engine.errors import ReserveError
 
 log = logging.getLogger("reserves.api")
 
-CORE_MODULES = ("api.system", "api.reserves", "api.holds")
-OPTIONAL_MODULES = ("api.flows", "api.dashboard")
+CORE_MODULES = ("api.system", "api.reserves", "api.holds", "api.audit")
+OPTIONAL_MODULES = ("api.flows", "api.dashboard", "api.liquidity", "api.tokens")
 
 
 def route_modules() -> list[ModuleType]:

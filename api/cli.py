@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from engine import LOG_FORMAT
+from engine.cli import EMBEDDED_REFUSAL, RemoteError, add_remote_arguments, remote_json
 
 log = logging.getLogger("reserves.api")
 
@@ -31,17 +32,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     serve.add_argument("--no-access-log", action="store_true", help="turn the access log off")
     serve.set_defaults(func=_serve)
 
-    token = subparsers.add_parser("token", help="create, list or revoke API tokens",
-                                  description="Tokens kept in Redis as SHA-256 digests only.")
+    token = subparsers.add_parser(
+        "token", help="create, list or revoke API tokens",
+        description="Tokens kept in Redis as SHA-256 digests only: in RESERVES_REDIS_URL, or "
+        "with --url/--token through a running `reserves serve` (the embedded default's store "
+        "lives inside that process).")
     actions = token.add_subparsers(dest="action", metavar="ACTION", required=True)
     create = actions.add_parser("create", help="create a token and print it (shown only once)")
     create.add_argument("--role", choices=["admin", "service"], required=True)
     create.add_argument("--name", help="its identity in the audit log (default: <role>-<time>)")
+    add_remote_arguments(create)
     create.set_defaults(func=_token_create)
     listing = actions.add_parser("list", help="list the stored tokens (names and roles)")
+    add_remote_arguments(listing)
     listing.set_defaults(func=_token_list)
     revoke = actions.add_parser("revoke", help="revoke the stored tokens of a name")
     revoke.add_argument("name")
+    add_remote_arguments(revoke)
     revoke.set_defaults(func=_token_revoke)
 
 
@@ -63,15 +70,38 @@ def _audit(client: object, settings: object, action: str, detail: dict[str, str]
     SyncDriver(client).run(ops.audit(actor, action, "local", detail))
 
 
+def _remote(args: argparse.Namespace, what: str) -> bool | None:
+    """True: go over HTTP (--url); False: use RESERVES_REDIS_URL; None: refused (embedded)."""
+    from engine.config import Settings
+
+    if args.url:
+        return True
+    if Settings.from_env().redis_url is None:
+        print(f"reserves token {args.action}: {EMBEDDED_REFUSAL.format(what=what)}",
+              file=sys.stderr)
+        return None
+    return False
+
+
 def _token_create(args: argparse.Namespace) -> int:
     from api.auth import Role, create_token
 
-    client, settings = _client_and_settings()
-    if settings.redis_url is None:  # type: ignore[attr-defined]
-        print("RESERVES_REDIS_URL is not set: the embedded store lives inside `reserves serve`, "
-              "which prints an admin token at start", file=sys.stderr)
+    remote = _remote(args, "create it")
+    if remote is None:
         return 2
     name = args.name or f"{args.role}-{time.strftime('%Y%m%d%H%M%S')}"
+    if remote:
+        try:
+            data = remote_json(args, "POST", "/wallet/reserves/tokens",
+                               {"role": args.role, "name": name})
+        except RemoteError as exc:
+            print(f"reserves token create: {exc}", file=sys.stderr)
+            return 1
+        print(data["token"])
+        print(f"created {args.role} token {name!r} at {args.url}; it is shown only this once",
+              file=sys.stderr)
+        return 0
+    client, settings = _client_and_settings()
     token = create_token(client, settings, Role(args.role), name, int(time.time() * 1000))
     _audit(client, settings, "token_create", {"name": name, "role": args.role})
     print(token)
@@ -82,8 +112,19 @@ def _token_create(args: argparse.Namespace) -> int:
 def _token_list(args: argparse.Namespace) -> int:
     from api.auth import stored_tokens
 
-    client, settings = _client_and_settings()
-    for row in stored_tokens(client, settings):
+    remote = _remote(args, "list them")
+    if remote is None:
+        return 2
+    if remote:
+        try:
+            rows: Any = remote_json(args, "GET", "/wallet/reserves/tokens")["tokens"]
+        except RemoteError as exc:
+            print(f"reserves token list: {exc}", file=sys.stderr)
+            return 1
+    else:
+        client, settings = _client_and_settings()
+        rows = stored_tokens(client, settings)
+    for row in rows:
         print(f"{row['name']:<32} {row['role']:<8} created_ms={row['created_ms']} "
               f"digest={row['digest']}")
     return 0
@@ -92,6 +133,17 @@ def _token_list(args: argparse.Namespace) -> int:
 def _token_revoke(args: argparse.Namespace) -> int:
     from api.auth import revoke_token
 
+    remote = _remote(args, "revoke it")
+    if remote is None:
+        return 2
+    if remote:
+        try:
+            data = remote_json(args, "POST", f"/wallet/reserves/tokens/{args.name}/revoke")
+        except RemoteError as exc:
+            print(f"reserves token revoke: {exc}", file=sys.stderr)
+            return 1
+        print(f"revoked {data['revoked']} token(s) named {args.name!r}")
+        return 0
     client, settings = _client_and_settings()
     removed = revoke_token(client, settings, args.name)
     if removed:
@@ -141,6 +193,19 @@ def _log_config() -> dict[str, Any]:
     return config
 
 
+def _check_liquidity_policies(settings: Any) -> str | None:
+    """A bad RESERVES_LIQUIDITY_POLICIES file: what is wrong (file and field), before serving."""
+    from api.liquidity import load_policies
+    from engine.liquidity.policy import PolicyError
+    from engine.registry import CurrencyRegistry
+
+    try:
+        load_policies(CurrencyRegistry.load(settings.currencies_path))
+    except PolicyError as exc:
+        return str(exc)
+    return None
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -152,6 +217,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers > 1 and settings.redis_url is None:
         print("--workers > 1 needs a shared Redis (RESERVES_REDIS_URL): the embedded fakeredis "
               "lives inside one process", file=sys.stderr)
+        return 2
+    if (refused := _check_liquidity_policies(settings)) is not None:
+        print(f"reserves serve: {refused}", file=sys.stderr)
         return 2
     ensure_schema(settings.database_url)
     if settings.redis_url is None:

@@ -27,8 +27,11 @@ from api.auth import Role
 from api.context import ApiContext
 from api.endpoint import endpoint
 from api.jsonio import json_response
+from api.liquidity import REQUEST as LIQUIDITY_REQUEST
+from api.liquidity import recent_requests
 from api.openapi import NUMBER, _obj, _success, ok, operation, ref
-from engine.errors import InvalidRequest, ReserveError
+from api.params import query_int
+from engine.errors import ReserveError
 from engine.journal import JournalEvent
 from engine.money import from_minor
 from engine.monitoring import limits
@@ -50,13 +53,6 @@ def _books(ctx: ApiContext) -> tuple[AlertBook, SampleBook]:
                  SampleBook(ctx.engine.client, ops.keys, ops.clock_ms))
         ctx.extras["dashboard_books"] = books
     return books  # type: ignore[no-any-return]
-
-
-def _limit(request: Request, default: int, maximum: int) -> int:
-    raw = request.query_params.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
-        raise InvalidRequest(f"limit must be a whole number from 1 to {maximum}")
-    return int(raw)
 
 
 def _ms(value: Any) -> int | None:
@@ -82,12 +78,13 @@ async def dashboard_data(request: Request, ctx: ApiContext) -> Response:
                          "history": await samples.history(label)})
     return json_response({"success": True, "reserves": reserves,
                           "alerts": [alert_view(a) for a in await alerts.open_alerts()],
+                          "liquidity_requests": await recent_requests(ctx),
                           "now_ms": ctx.engine.ops.clock_ms()})
 
 
 @endpoint(Role.admin)
 async def alerts_list(request: Request, ctx: ApiContext) -> Response:
-    limit = _limit(request, 50, limits.history_count_max)
+    limit = query_int(request, "limit", 50, 1, limits.history_count_max)
     alerts, _ = _books(ctx)
     return json_response({"success": True,
                           "alerts": [alert_view(a) for a in await alerts.open_alerts()],
@@ -114,7 +111,8 @@ async def _ledger_rows(ctx: ApiContext, limit: int) -> list[RecentRow]:
 
 @endpoint(Role.admin)
 async def recent(request: Request, ctx: ApiContext) -> Response:
-    limit = _limit(request, limits.recent_count_default, limits.recent_count_max)
+    limit = query_int(request, "limit", limits.recent_count_default, 1,
+                      limits.recent_count_max)
     client, keys = ctx.engine.client, ctx.engine.ops.keys
     rows: dict[int, RecentRow] = {}
     for stream in keys.streams():
@@ -194,6 +192,7 @@ openapi_paths: dict[str, Any] = {
         "Every reserve with its forecast and utilization samples, and the open alerts", "admin",
         ok(_success(reserves={"type": "array", "items": DASHBOARD_RESERVE},
                     alerts={"type": "array", "items": ALERT},
+                    liquidity_requests={"type": "array", "items": LIQUIDITY_REQUEST},
                     now_ms={"type": "integer"})))},
     "/wallet/reserves/alerts": {"get": operation(
         "Open alerts, and the newest raised and cleared ones (newest first)", "admin",

@@ -129,7 +129,8 @@ async def deposit(request: Request, ctx: ApiContext) -> Response:
     p = request.path_params
     data = await read_object(request)
     result = await _wallet(ctx).users.deposit(p["user_id"], p["currency"],
-                                              required(data, "amount"), _reference(data))
+                                              required(data, "amount"), _reference(data),
+                                              request.state.audit)
     return json_response(result)
 
 
@@ -208,7 +209,7 @@ async def get_operation(request: Request, ctx: ApiContext) -> Response:
     return json_response({"success": True, "operation": view})
 
 
-@endpoint(Role.admin)
+@endpoint(Role.admin, action="flow_settle")
 async def settle_operation(request: Request, ctx: ApiContext) -> Response:
     """An operator settles a flagged operation: {"action": "credit" | "refunded"}."""
     ref = request.path_params["reference_id"]
@@ -328,7 +329,8 @@ openapi_paths: dict[str, Any] = {
         "Credit a user's wallet (idempotent on reference_id)", "service",
         ok(_success(user_id=STRING, currency=STRING, deposited_amount=NUMBER,
                     new_total_balance=NUMBER, available_balance=NUMBER,
-                    transaction_id=INTEGER, applied={"type": "boolean"})),
+                    transaction_id={"type": ["integer", "null"]},  # null: a repeat
+                    applied={"type": "boolean"})),
         request=body(_obj(["amount", "reference_id"], amount=AMOUNT, reference_id=REFERENCE)),
         params=[path_param("user_id", USER_ID), path_param("currency")], errors=WRITE)},
     "/wallet/users/{user_id}/balances": {"get": operation(

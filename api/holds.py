@@ -9,7 +9,7 @@ from starlette.routing import Route
 import api.convertors  # noqa: F401  (registers {...:reference})
 from api.auth import Role
 from api.context import ApiContext
-from api.endpoint import endpoint
+from api.endpoint import audit_body, endpoint
 from api.jsonio import json_response, read_object
 from engine.service import hold_result_dict
 
@@ -22,15 +22,17 @@ async def get_hold(request: Request, ctx: ApiContext) -> Response:
 
 @endpoint(Role.service)
 async def release_hold(request: Request, ctx: ApiContext) -> Response:
-    result = await ctx.engine.release_reserve(request.path_params["reference_id"])
+    result = await ctx.engine.release_reserve(request.path_params["reference_id"],
+                                              request.state.audit)
     return json_response(hold_result_dict(result))
 
 
 @endpoint(Role.service)
 async def commit_hold(request: Request, ctx: ApiContext) -> Response:
     body = await read_object(request, optional=True)
-    result = await ctx.engine.commit_reserve(request.path_params["reference_id"],
-                                             body.get("amount"))
+    amount = body.get("amount")
+    meta = audit_body(request, {} if amount is None else {"amount": str(amount)})
+    result = await ctx.engine.commit_reserve(request.path_params["reference_id"], amount, meta)
     return json_response(hold_result_dict(result))
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api import limits
 from engine.errors import InvalidRequest
 from engine.money import exact_json
 
@@ -25,16 +26,24 @@ def error_response(status_code: int, message: str, headers: dict[str, str] | Non
 
 
 def _refuse_constant(name: str) -> Any:
-    raise InvalidRequest(f"malformed JSON: {name} is not a number")
+    raise InvalidRequest(f"malformed JSON: {name} is not a number", code="malformed_json")
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > limits.json_int_digits_max:
+        raise InvalidRequest(f"malformed JSON: an integer of more than "
+                             f"{limits.json_int_digits_max} digits", code="malformed_json")
+    return int(digits)
 
 
 def parse_json(raw: bytes) -> Any:
     try:
-        return json.loads(raw, parse_float=Decimal, parse_constant=_refuse_constant)
+        return json.loads(raw, parse_float=Decimal, parse_int=_bounded_int,
+                          parse_constant=_refuse_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidRequest(f"malformed JSON: {exc}") from None
+        raise InvalidRequest(f"malformed JSON: {exc}", code="malformed_json") from None
     except RecursionError:
-        raise InvalidRequest("malformed JSON: nested too deeply") from None
+        raise InvalidRequest("malformed JSON: nested too deeply", code="malformed_json") from None
 
 
 async def read_object(request: Request, *, optional: bool = False) -> dict[str, Any]:
@@ -45,6 +54,7 @@ async def read_object(request: Request, *, optional: bool = False) -> dict[str, 
     body = parse_json(raw)
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
+    request.state.json_body = body  # for the audit record, should the call be refused
     return body
 
 

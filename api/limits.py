@@ -22,3 +22,12 @@ saga_recover_interval_s = 30.0
 
 # GET /wallet/reserves/analytics
 period_days_default = 30
+
+# JSON integers in a request body: no amount, TTL or id needs more digits; a longer one is a
+# 400 before Python's int() (which refuses over 4,300 digits with a ValueError, a 500).
+json_int_digits_max = 64
+
+# Refused changes whose caller showed no valid token (401) are audited at most this often per
+# API process (a bucket of this burst): no one without a token can grow the journal at will.
+unauthenticated_audit_per_s = 1.0
+unauthenticated_audit_burst = 10.0

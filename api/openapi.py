@@ -7,6 +7,7 @@ from typing import Any
 
 from engine import limits as engine_limits
 from engine import money, references
+from persistence import limits as persistence_limits
 
 REF = "#/components/schemas/"
 
@@ -23,6 +24,7 @@ REFERENCE = {"type": "string", "minLength": 1, "maxLength": engine_limits.refere
 OPERATION = {"type": "string", "minLength": 1,
              "maxLength": engine_limits.operation_type_length_max}
 NUMBER = {"type": "number"}
+TRANSACTION_ID = {"type": ["integer", "null"], "description": "null: a repeat, nothing journalled"}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["success", "error"],
@@ -154,7 +156,7 @@ CORE_PATHS: dict[str, Any] = {
     "/wallet/reserves/{currency}/{account_type}/topup": {"post": operation(
         "Add funds to a reserve (idempotent on source_reference)", "admin",
         ok(_success(topped_up_amount=NUMBER, new_total_balance=NUMBER,
-                    transaction_id={"type": "integer"})),
+                    transaction_id=TRANSACTION_ID)),
         request=body(_obj(["amount", "source_reference"], amount=AMOUNT,
                           source_reference=REFERENCE)),
         params=ACCOUNT_PARAMS, errors=WRITE)},
@@ -162,7 +164,7 @@ CORE_PATHS: dict[str, Any] = {
         "Take funds out of a reserve's available balance (idempotent on destination_reference)",
         "admin",
         ok(_success(withdrawn_amount=NUMBER, new_total_balance=NUMBER,
-                    transaction_id={"type": "integer"})),
+                    transaction_id=TRANSACTION_ID)),
         request=body(_obj(["amount", "destination_reference"], amount=AMOUNT,
                           destination_reference=REFERENCE)),
         params=ACCOUNT_PARAMS, errors=WRITE)},
@@ -175,7 +177,8 @@ CORE_PATHS: dict[str, Any] = {
                                    by_operation={"type": "object"},
                                    by_currency=ANALYTICS_BY_CURRENCY))),
         params=[{"name": "period_days", "in": "query", "required": False,
-                 "schema": {"type": "integer", "minimum": 1, "maximum": 3650}}],
+                 "schema": {"type": "integer", "minimum": persistence_limits.period_days_min,
+                            "maximum": persistence_limits.period_days_max}}],
         errors=(400,))},
     "/wallet/reserves/cache/clear": {"post": operation(
         "Clear the in-process caches (account lookups, status)", "admin",

@@ -12,11 +12,12 @@ from starlette.routing import Route
 from api import limits
 from api.auth import Role
 from api.context import ApiContext
-from api.endpoint import audited, endpoint
+from api.endpoint import audit_body, endpoint
 from api.jsonio import json_response, read_object, required, text, whole_number
+from api.params import query_int
 from engine import limits as engine_limits
-from engine.errors import InvalidRequest
 from engine.service import hold_result_dict, transfer_dict
+from persistence import limits as persistence_limits
 from engine.types import Balance
 
 _SEVERITY = {"healthy": 0, "moderate": 1, "warning": 2, "critical": 3}
@@ -68,43 +69,36 @@ async def reserve_balance(request: Request, ctx: ApiContext) -> Response:
     return json_response({"success": True, "reserve": await _with_forecast(ctx, balance)})
 
 
-async def _transfer(request: Request, ctx: ApiContext, action: str, reference_field: str,
-                    verb: str, move: Any) -> Response:
+async def _transfer(request: Request, ctx: ApiContext, reference_field: str, verb: str,
+                    move: Any) -> Response:
     """A top-up or withdrawal: validated, audited, answered in the seed's shape."""
     p = request.path_params
     body = await read_object(request)
     amount = required(body, "amount")
     reference = text(body, reference_field, length_max=engine_limits.reference_length_max)
-    result = await audited(
-        request, ctx, action, {"amount": str(amount), reference_field: reference},
-        lambda meta: move(p["currency"], amount, p["account_type"], reference, meta))
+    meta = audit_body(request, {"amount": str(amount), reference_field: reference})
+    result = await move(p["currency"], amount, p["account_type"], reference, meta)
     return json_response(transfer_dict(result, verb))
 
 
-@endpoint(Role.admin)
+@endpoint(Role.admin, action="reserve_topup")
 async def top_up(request: Request, ctx: ApiContext) -> Response:
-    return await _transfer(request, ctx, "reserve_topup", "source_reference", "topped_up",
+    return await _transfer(request, ctx, "source_reference", "topped_up",
                            ctx.engine.top_up_reserve)
 
 
-@endpoint(Role.admin)
+@endpoint(Role.admin, action="reserve_withdrawal")
 async def withdraw(request: Request, ctx: ApiContext) -> Response:
-    return await _transfer(request, ctx, "reserve_withdrawal", "destination_reference",
-                           "withdrawn", ctx.engine.withdraw_from_reserve)
-
-
-def _period_days(request: Request) -> int:
-    raw = request.query_params.get("period_days", str(limits.period_days_default))
-    if not raw.isdigit():
-        raise InvalidRequest("period_days must be a whole number of days")
-    return int(raw)
+    return await _transfer(request, ctx, "destination_reference", "withdrawn",
+                           ctx.engine.withdraw_from_reserve)
 
 
 @endpoint(Role.admin)
 async def analytics(request: Request, ctx: ApiContext) -> Response:
     from persistence.analytics import reserve_analytics
 
-    period_days = _period_days(request)
+    period_days = query_int(request, "period_days", limits.period_days_default,
+                            persistence_limits.period_days_min, persistence_limits.period_days_max)
     # SQLAlchemy is synchronous: keep the event loop free while Postgres answers.
     data = await asyncio.to_thread(reserve_analytics, ctx.settings.database_url, period_days,
                                    ctx.engine.registry)
@@ -113,17 +107,15 @@ async def analytics(request: Request, ctx: ApiContext) -> Response:
 
 @endpoint(Role.admin)
 async def cache_clear(request: Request, ctx: ApiContext) -> Response:
-    async def change(meta: dict[str, Any]) -> int:
-        ctx.clear_caches()
-        return await ctx.engine.run(ctx.engine.ops.audit(
-            meta["actor"], "cache_clear", meta["ip"],
-            {"request": meta["request"], "result": {"applied": True}}))
-
-    await audited(request, ctx, "cache_clear", {}, change)
+    meta = audit_body(request, {})
+    ctx.clear_caches()
+    await ctx.engine.run(ctx.engine.ops.audit(
+        meta["actor"], "cache_clear", meta["ip"],
+        {"request": meta["request"], "result": {"applied": True}}))
     return json_response({"success": True, "message": "Reserve caches cleared"})
 
 
-@endpoint(Role.service)
+@endpoint(Role.service, changes=False)
 async def check(request: Request, ctx: ApiContext) -> Response:
     p = request.path_params
     body = await read_object(request)
@@ -145,7 +137,7 @@ async def reserve(request: Request, ctx: ApiContext) -> Response:
     ttl_s = whole_number(body, "ttl_seconds", engine_limits.hold_ttl_s_min,
                          engine_limits.hold_ttl_s_max)
     result = await ctx.engine.reserve_amount(p["currency"], amount, p["account_type"], reference,
-                                             operation_type, ttl_s)
+                                             operation_type, ttl_s, request.state.audit)
     return json_response(hold_result_dict(result))
 
 

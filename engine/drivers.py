@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -15,11 +16,37 @@ from engine.scripts import ScriptRegistry
 
 T = TypeVar("T")
 
-# Failures that mean Redis could not be reached (also for callers using the client directly).
-UNAVAILABLE_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+log = logging.getLogger("reserves.engine")
+
+# Failures that mean Redis could not be reached or refused the command for now (also for
+# callers using the client directly): 503, the outcome is to be learnt by retrying.
+UNAVAILABLE_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError,
+                      redis_errors.ResponseError)
+
+# Redis answered with a refusal: (error prefix, redis-py's class of it, the 503's code, what it
+# means). redis-py maps some prefixes to classes and strips them from the text (LOADING is a
+# ConnectionError to it), BUSY it leaves in the text; a script's redis.call error keeps its prefix.
+_REFUSALS = (
+    ("OOM", redis_errors.OutOfMemoryError, "redis_out_of_memory", "Redis is out of memory"),
+    ("READONLY", redis_errors.ReadOnlyError, "redis_read_only", "Redis is a read-only replica"),
+    ("BUSY", None, "redis_busy", "Redis is busy running a script"),
+    ("LOADING", redis_errors.BusyLoadingError, "redis_loading", "Redis is loading its data"),
+    ("MASTERDOWN", redis_errors.MasterDownError, "redis_master_down",
+     "Redis has lost its master"),
+    ("TRYAGAIN", redis_errors.TryAgainError, "redis_try_again", "Redis asks to try again"),
+)
 
 
 def unavailable(exc: Exception) -> Unavailable:
+    """The one place a Redis failure becomes a 503, with a code saying which."""
+    text = str(exc)
+    for prefix, error_type, code, message in _REFUSALS:
+        if (error_type is not None and isinstance(exc, error_type)) or text.startswith(
+                prefix + " "):
+            return Unavailable(f"{message}; retry later", code=code)
+    if isinstance(exc, redis_errors.ResponseError):
+        log.error("Redis refused a command: %s", text)  # the text may name keys: not answered
+        return Unavailable("Redis refused the command; retry later", code="redis_error")
     return Unavailable(f"Redis is unavailable: {type(exc).__name__}", code="redis_unavailable")
 
 

@@ -456,7 +456,11 @@ class Ops:
                 code="reference_conflict",
             )
         raise_for_code(code, reference_id=reference, account=spec.label)
-        return TransferResult(reference, amount_minor, balance, code is ResultCode.ok, int(reply[3]))
+        applied = code is ResultCode.ok
+        # A repeat is answered like every other repeat (holds too): nothing new was journalled,
+        # so no transaction id; the balance is the current one.
+        return TransferResult(reference, amount_minor, balance, applied,
+                              int(reply[3]) if applied else None)
 
     def top_up(
         self, spec: AccountSpec, amount_minor: int, source_reference: str,

@@ -140,7 +140,7 @@ class TransferResult:
     amount_minor: int
     balance: Balance
     applied: bool
-    transaction_id: int
+    transaction_id: int | None  # None: a repeat, nothing journalled
 
 
 @dataclass(frozen=True, slots=True)

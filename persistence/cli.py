@@ -41,6 +41,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     lag = subparsers.add_parser("lag", help="journal lag of the persister, as JSON")
     lag.set_defaults(func=_lag)
 
+    audit = subparsers.add_parser(
+        "audit", help="print the audit log (newest first) as a table",
+        description="Every change and every refused change, from the database (the filters "
+        "and paging of GET /wallet/reserves/audit).")
+    audit.add_argument("--actor", help="the token's identity")
+    audit.add_argument("--action", help="an action (e.g. reserve_topup) and its refusals")
+    audit.add_argument("--outcome", choices=["applied", "refused"])
+    audit.add_argument("--reference")
+    audit.add_argument("--since-ms", type=int, help="created at or after (ms since the epoch)")
+    audit.add_argument("--until-ms", type=int, help="created before (ms since the epoch)")
+    audit.add_argument("--before", type=int, help="only entries below this event id (paging)")
+    audit.add_argument("--limit", type=int, default=limits.audit_page_default,
+                       help=f"entries (1 to {limits.audit_page_max}, default "
+                            f"{limits.audit_page_default})")
+    audit.set_defaults(func=_audit)
+
 
 def _context() -> tuple[Any, Any]:
     from engine.config import Settings
@@ -118,4 +134,33 @@ def _lag(args: argparse.Namespace) -> int:
 
     settings, client = _context()
     print(json.dumps(Persister(client, settings, settings.database_url).lag(), indent=2))
+    return 0
+
+
+AUDIT_COLUMNS = ("event_id", "time", "actor", "role", "ip", "action", "route", "reference",
+                 "outcome", "status", "code")
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from engine.config import Settings
+    from persistence.audit import audit_entries
+    from persistence.store import AuditQuery
+
+    if not 1 <= args.limit <= limits.audit_page_max:
+        print(f"--limit must be from 1 to {limits.audit_page_max}", file=sys.stderr)
+        return 2
+    query = AuditQuery(limit=args.limit, actor=args.actor, action=args.action,
+                       outcome=args.outcome, reference=args.reference, since_ms=args.since_ms,
+                       until_ms=args.until_ms, before_event_id=args.before)
+    entries = audit_entries(Settings.from_env().database_url, query)
+    rows = [[str(e["event_id"]),
+             datetime.fromtimestamp(e["created_ms"] / 1000, UTC).isoformat(timespec="milliseconds"),
+             *("" if e[c] is None else str(e[c]) for c in AUDIT_COLUMNS[2:])] for e in entries]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(AUDIT_COLUMNS)]
+    for line in [list(AUDIT_COLUMNS), *rows]:
+        print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+    if len(entries) == args.limit:
+        print(f"(more: --before {entries[-1]['event_id']})")
     return 0

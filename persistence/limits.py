@@ -51,3 +51,7 @@ report_catch_up_count_max = {"daily": 7, "weekly": 4, "monthly": 3}
 report_claim_lease_s = 900.0
 # Posting a run's reports to the webhooks: how long delivery (with its retries) may take.
 report_post_deadline_s = 120.0
+
+# The audit log (`reserves audit`, GET /wallet/reserves/audit): entries per page.
+audit_page_default = 50
+audit_page_max = 500

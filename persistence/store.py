@@ -181,6 +181,24 @@ class LedgerSums:
     last_event_id: int
 
 
+# The action of a refused change's audit row ends so (api.endpoint.audit_refusal).
+REFUSED_SUFFIX = "_refused"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Filters of the audit log (None: any) and the page: newest first, below before_event_id."""
+
+    limit: int
+    actor: str | None = None
+    action: str | None = None  # with or without its refusals
+    outcome: str | None = None  # "applied" | "refused"
+    reference: str | None = None
+    since_ms: int | None = None  # created at or after
+    until_ms: int | None = None  # created before
+    before_event_id: int | None = None
+
+
 TRANSACTION_COLUMNS = ("event_id", "account", "operation", "amount_minor", "reference",
                        "d_total_minor", "d_locked_minor", "total_after_minor",
                        "locked_after_minor", "metadata", "created_at")
@@ -214,9 +232,11 @@ def _audit_row(e: JournalEvent) -> tuple[Any, ...]:
     if result is None and e.op != "audit":  # a money change: its outcome is the event itself
         result = {"transaction_id": e.event_id, "operation": e.op, "amount_minor": e.amount_minor,
                   "total_after_minor": e.total_minor, "locked_after_minor": e.locked_minor}
+    # a refused change's reference is in its meta (its event's ref field holds the action)
+    reference = str(meta.pop("reference", ""))[:128] if e.op == "audit" else e.reference
     request = meta.pop("request", meta or None)
-    return (e.event_id, actor[:128], action[:64], ip[:64], e.account,
-            "" if e.op == "audit" else e.reference, request, result, ms_to_dt(e.ts_ms))
+    return (e.event_id, actor[:128], action[:64], ip[:64], e.account, reference, request, result,
+            ms_to_dt(e.ts_ms))
 
 
 def _alert_row(e: JournalEvent) -> tuple[Any, ...]:
@@ -381,6 +401,29 @@ class Store:
                 yield from result
         except sa.exc.SQLAlchemyError as exc:
             raise translate(exc) from exc
+
+    def audit_page(self, query: AuditQuery) -> list[sa.Row[Any]]:
+        """Audit rows newest first (by event id), filtered; below query.before_event_id."""
+        a = audit_log
+        stmt = sa.select(a).order_by(a.c.event_id.desc()).limit(query.limit)
+        if query.actor is not None:
+            stmt = stmt.where(a.c.actor == query.actor)
+        if query.action is not None:
+            stmt = stmt.where(a.c.action.in_((query.action, f"{query.action}{REFUSED_SUFFIX}")))
+        else:  # the flows' record snapshots (flow_snapshots) only when asked for
+            stmt = stmt.where(a.c.action != "flow_state")
+        if query.outcome is not None:
+            refused = a.c.action.endswith(REFUSED_SUFFIX, autoescape=True)
+            stmt = stmt.where(refused if query.outcome == "refused" else sa.not_(refused))
+        if query.reference is not None:
+            stmt = stmt.where(a.c.reference == query.reference)
+        if query.since_ms is not None:
+            stmt = stmt.where(a.c.created_at >= ms_to_dt(query.since_ms))
+        if query.until_ms is not None:
+            stmt = stmt.where(a.c.created_at < ms_to_dt(query.until_ms))
+        if query.before_event_id is not None:
+            stmt = stmt.where(a.c.event_id < query.before_event_id)
+        return self._read(stmt)
 
     def operation_totals(self, since: datetime) -> list[sa.Row[Any]]:
         """(currency, operation, count, amount_minor) of reserve accounts' money events."""

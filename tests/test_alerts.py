@@ -320,4 +320,5 @@ def test_every_alert_kind_raised_anywhere_is_in_the_api_schema() -> None:
     from engine.monitoring.alerts import ALERT_KINDS
 
     assert FLAG_ALERT_KIND in ALERT_KINDS
+    assert {"liquidity_request", "liquidity_flagged"} <= set(ALERT_KINDS)  # engine/liquidity
     assert ALERT["properties"]["kind"]["enum"] == list(ALERT_KINDS)

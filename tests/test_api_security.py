@@ -34,10 +34,11 @@ pytestmark = pytest.mark.real
 BAD = {"Authorization": "Bearer wrong-token-9876543210"}
 CALLBACK_SECRET = "mm-callback-secret-5555555555"
 # Routes anyone may call: liveness, metrics, the API description, the docs and dashboard
-# pages (their data needs a token), and the mobile-money callback (its signature is the
-# authentication).
+# pages (their data needs a token), and the mobile-money and liquidity callbacks (their
+# signature is the authentication).
+CALLBACKS = {"/wallet/mobile-money/callback", "/wallet/reserves/liquidity/callback"}
 PUBLIC = {"/health", "/metrics", "/openapi.json", "/docs", "/docs/static/swagger-ui-init.js",
-          "/dashboard", "/wallet/mobile-money/callback"}
+          "/dashboard", *CALLBACKS}
 PUBLIC_MOUNTS = {"/docs/static", "/dashboard/static"}
 PATH_VALUES = {"currency": "USDT", "account_type": "crypto", "reference_id": "sec-ref-1",
                "user_id": "u1"}
@@ -135,7 +136,7 @@ def test_protected_route_refuses_missing_bad_and_wrong_tokens(
 @pytest.mark.parametrize("method,path", [(m, p) for m, p, r in ROUTES if r is None and m != "HEAD"])
 def test_public_routes_need_no_token(server: Server, method: str, path: str) -> None:
     r = request(server, method, path, {})
-    if path == "/wallet/mobile-money/callback":  # no signature: refused, and no bearer challenge
+    if path in CALLBACKS:  # no signature: refused, and no bearer challenge
         assert r.status_code == 401, r.text
         assert "www-authenticate" not in r.headers
     else:
@@ -269,16 +270,16 @@ def test_audit_log_holds_every_admin_change(tmp_path: Path, redis_url: str,
             r = http.request(method, path, headers=ADMIN, json=body)
             assert r.status_code == status, r.text
             first_ids.append(r.json().get("transaction_id"))
-        # Not admin changes: refused before the handler, so not in the audit log.
+        # Refused before the handler (wrong role, no token): audited too, with who asked.
         assert http.post(f"{acct}/topup", headers=SERVICE,
                          json={"amount": "1", "source_reference": "au-x"}).status_code == 403
         assert http.post(f"{acct}/topup", json={"amount": "1",
-                                                "source_reference": "au-x"}).status_code == 401
-        rows = _wait_for_audit_rows(fresh_database_url, 5)
+                                                "source_reference": "au-y"}).status_code == 401
+        rows = _wait_for_audit_rows(fresh_database_url, 7)
     actor = f"env-admin-{digest_of(ADMIN_TOKEN)[:8]}"
 
-    def req(path: str, body: dict[str, str]) -> dict[str, Any]:
-        return {"method": "POST", "path": path, "body": body}
+    def req(path: str, body: dict[str, str], route: str, role: str = "admin") -> dict[str, Any]:
+        return {"method": "POST", "path": path, "route": route, "role": role, "body": body}
 
     top = {"amount": "100", "source_reference": "au-top-1"}
     out = {"amount": "30", "destination_reference": "au-w-1"}
@@ -288,22 +289,34 @@ def test_audit_log_holds_every_admin_change(tmp_path: Path, redis_url: str,
     ids = [r[-1]["transaction_id"] for r in rows[:2]]
     assert ids == [first_ids[0], first_ids[2]]  # the transaction ids the API answered
     # (action, account, reference, request, result); the idempotent repeat changed nothing.
-    assert [tuple(r[1:]) for r in rows] == [
-        ("reserve_topup", "127.0.0.1", label, "au-top-1", req(f"{acct}/topup", top),
+    assert [tuple(r[1:]) for r in rows[:5]] == [
+        ("reserve_topup", "127.0.0.1", label, "au-top-1", req(f"{acct}/topup", top, "top_up"),
          {"transaction_id": ids[0], "operation": "reserve_topup", "amount_minor": 100_000_000,
           "total_after_minor": 100_000_000, "locked_after_minor": 0}),
-        ("reserve_withdrawal", "127.0.0.1", label, "au-w-1", req(f"{acct}/withdraw", out),
+        ("reserve_withdrawal", "127.0.0.1", label, "au-w-1",
+         req(f"{acct}/withdraw", out, "withdraw"),
          {"transaction_id": ids[1], "operation": "reserve_withdrawal",
           "amount_minor": 30_000_000, "total_after_minor": 70_000_000,
           "locked_after_minor": 0}),
-        ("reserve_withdrawal_refused", "127.0.0.1", "", "", req(f"{acct}/withdraw", short),
-         {"status": 409, "error": "Insufficient reserve balance. Required: 1000.0, "
-                                  "Available: 70.0"}),
-        ("reserve_topup_refused", "127.0.0.1", "", "", req(f"{acct}/topup", bad),
-         {"status": 400, "error": "amount must be greater than zero"}),
-        ("cache_clear", "127.0.0.1", "", "", req("/wallet/reserves/cache/clear", {}),
+        ("reserve_withdrawal_refused", "127.0.0.1", "", "au-w-2",
+         req(f"{acct}/withdraw", short, "withdraw"),
+         {"status": 409, "code": "exceeds_available",
+          "error": "Insufficient reserve balance. Required: 1000.0, Available: 70.0"}),
+        ("reserve_topup_refused", "127.0.0.1", "", "au-top-2", req(f"{acct}/topup", bad, "top_up"),
+         {"status": 400, "code": None, "error": "amount must be greater than zero"}),
+        ("cache_clear", "127.0.0.1", "", "", req("/wallet/reserves/cache/clear", {}, "cache_clear"),
          {"applied": True}),
     ]
+    service = f"env-service-{digest_of(SERVICE_TOKEN)[:8]}"
+    assert [tuple(r) for r in rows[5:]] == [
+        (service, "reserve_topup_refused", "127.0.0.1", "", "au-x",
+         req(f"{acct}/topup", {"amount": "1", "source_reference": "au-x"}, "top_up", "service"),
+         {"status": 403, "code": "forbidden", "error": "this endpoint needs the admin role"}),
+        ("", "reserve_topup_refused", "127.0.0.1", "", "au-y",
+         req(f"{acct}/topup", {"amount": "1", "source_reference": "au-y"}, "top_up", ""),
+         {"status": 401, "code": "unauthorized", "error": "missing bearer token"}),
+    ]
+    rows = rows[:5]
     assert {r[0] for r in rows} == {actor}
     assert ADMIN_TOKEN not in json.dumps([list(map(str, r)) for r in rows])
 

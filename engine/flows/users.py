@@ -14,15 +14,16 @@ class Users:
     def __init__(self, engine: ReserveEngine) -> None:
         self.engine = engine
 
-    async def deposit(self, user_id: Any, currency: Any, amount: Any,
-                      reference_id: Any) -> dict[str, Any]:
+    async def deposit(self, user_id: Any, currency: Any, amount: Any, reference_id: Any,
+                      audit: dict[str, Any] | None = None) -> dict[str, Any]:
+        """audit: who asked, from where (api.endpoint.audit_meta), kept in the event's meta."""
         check_reference(reference_id)
         if not isinstance(currency, str):
             raise_invalid("currency is required")
         spec = self.engine.ops.user_spec(user_id, currency)
         amount_minor = to_minor(amount, spec.currency.decimals, spec.currency.code)
         result = await self.engine.run(self.engine.ops.top_up(
-            spec, amount_minor, reference_id, {"flow": "deposit"}))
+            spec, amount_minor, reference_id, {"flow": "deposit", **(audit or {})}))
         balance = result.balance
         return {
             "success": True,

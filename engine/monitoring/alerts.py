@@ -38,7 +38,7 @@ SYSTEM_ACCOUNT = "SYSTEM"
 # Every kind an alert can have: the monitor's own, and those raised by other parts (flows).
 # The API's schema of an alert takes its enum from here.
 ALERT_KINDS = ("utilization", "floor", "persister_lag", "error_rate", "refusal_rate",
-               "latency_p99", "flow_flagged")
+               "latency_p99", "flow_flagged", "liquidity_request", "liquidity_flagged")
 
 
 @dataclass(frozen=True, slots=True)
