@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+import api.convertors  # noqa: F401  (registers {...:reference})
 from api.auth import Role
 from api.context import ApiContext
 from api.endpoint import audited, endpoint
@@ -166,7 +167,7 @@ async def callback(request: Request, ctx: ApiContext) -> Response:
 routes = [
     Route("/wallet/reserves/policies", policies, methods=["GET"]),
     Route("/wallet/reserves/liquidity/requests", requests, methods=["GET"]),
-    Route("/wallet/reserves/liquidity/requests/{reference_id}/dismiss", dismiss,
+    Route("/wallet/reserves/liquidity/requests/{reference_id:reference}/dismiss", dismiss,
           methods=["POST"]),
     Route("/wallet/reserves/liquidity/callback", callback, methods=["POST"]),
 ]
