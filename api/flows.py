@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+import api.convertors  # noqa: F401  (registers {...:reference})
 from api.auth import Role
 from api.context import ApiContext
 from api.endpoint import audited, endpoint
@@ -238,14 +239,13 @@ routes = [
     Route("/wallet/users/{user_id}/balances", balances, methods=["GET"]),
     Route("/wallet/quotes", quote, methods=["GET"]),
     Route("/wallet/swaps", create_swap, methods=["POST"]),
-    # :path: a reference may contain "/" (engine.ops.check_reference)
-    Route("/wallet/swaps/{reference_id:path}", get_swap, methods=["GET"]),
+    Route("/wallet/swaps/{reference_id:reference}", get_swap, methods=["GET"]),
     Route(f"{_MM}/buy", buy, methods=["POST"]),
     Route(f"{_MM}/sell", sell, methods=["POST"]),
     Route(f"{_MM}/callback", callback, methods=["POST"]),
     Route("/wallet/flows/flagged", flagged, methods=["GET"]),
-    Route(f"{_MM}/{{reference_id:path}}/settle", settle_operation, methods=["POST"]),
-    Route(f"{_MM}/{{reference_id:path}}", get_operation, methods=["GET"]),
+    Route(f"{_MM}/{{reference_id:reference}}/settle", settle_operation, methods=["POST"]),
+    Route(f"{_MM}/{{reference_id:reference}}", get_operation, methods=["GET"]),
 ]
 
 
@@ -273,8 +273,9 @@ USER_BALANCE = _obj(["currency", "account_type", "total_balance", "available_bal
                     currency=STRING, account_type={"enum": ["crypto", "fiat"]},
                     total_balance=NUMBER, available_balance=NUMBER, locked_balance=NUMBER,
                     account_number=STRING)
-# A leg is a hold (api.openapi's Hold), or {"reference_id", "state": "none"} if never held.
-LEG = _obj(["reference_id", "state"], reference_id=STRING,
+# A leg is a hold (api.openapi's Hold), or {"reference_id", "state": "none"} if never held, with
+# its role in the flow ("from", "user", "crypto", ...).
+LEG = _obj(["reference_id", "state", "role"], reference_id=STRING, role=STRING,
            state={"enum": ["none", "pending", "committed", "released", "expired"]},
            account=STRING, currency=STRING, account_type=STRING, amount=NUMBER,
            committed_amount=NUMBER, released_amount=NUMBER, operation_type=STRING,

@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+import api.convertors  # noqa: F401  (registers {...:reference})
 from api.auth import Role
 from api.context import ApiContext
 from api.endpoint import audit_body, endpoint
@@ -35,7 +36,9 @@ async def commit_hold(request: Request, ctx: ApiContext) -> Response:
     return json_response(hold_result_dict(result))
 
 
-_HOLD = "/wallet/reserves/holds/{reference_id}"
+# A reference may contain "/": GET reads the whole rest of the path; POST .../release and
+# .../commit take the reference before their last segment.
+_HOLD = "/wallet/reserves/holds/{reference_id:reference}"
 
 routes = [
     Route(_HOLD, get_hold, methods=["GET"]),

@@ -32,11 +32,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+import api.convertors  # noqa: F401  (registers {...:reference})
 from api.auth import Role
 from api.context import ApiContext
 from api.endpoint import audited, endpoint
 from api.jsonio import error_response, json_response
 from api.openapi import NUMBER, REFERENCE, _obj, _success, body, ok, operation, path_param
+from api.params import query_int
 from engine.errors import InvalidRequest
 from engine.flows.errors import BadSignature
 from engine.liquidity import limits
@@ -113,11 +115,8 @@ def _manager(ctx: ApiContext) -> LiquidityManager:
 
 
 def _limit(request: Request) -> int:
-    raw = request.query_params.get("limit", str(limits.requests_listed_default))
-    if not raw.isdigit() or not 1 <= int(raw) <= limits.requests_listed_max:
-        raise InvalidRequest(f"limit must be a whole number from 1 to "
-                             f"{limits.requests_listed_max}")
-    return int(raw)
+    return query_int(request, "limit", limits.requests_listed_default, 1,
+                     limits.requests_listed_max)
 
 
 async def recent_requests(ctx: ApiContext,
@@ -166,7 +165,7 @@ async def callback(request: Request, ctx: ApiContext) -> Response:
 routes = [
     Route("/wallet/reserves/policies", policies, methods=["GET"]),
     Route("/wallet/reserves/liquidity/requests", requests, methods=["GET"]),
-    Route("/wallet/reserves/liquidity/requests/{reference_id}/dismiss", dismiss,
+    Route("/wallet/reserves/liquidity/requests/{reference_id:reference}/dismiss", dismiss,
           methods=["POST"]),
     Route("/wallet/reserves/liquidity/callback", callback, methods=["POST"]),
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine import limits as engine_limits
+from engine import money, references
 from persistence import limits as persistence_limits
 
 REF = "#/components/schemas/"
@@ -15,11 +16,11 @@ def ref(name: str) -> dict[str, str]:
     return {"$ref": REF + name}
 
 
-AMOUNT = {"oneOf": [{"type": "number"}, {"type": "string", "pattern": r"^\s*[0-9.eE+-]+\s*$"}],
+AMOUNT = {"oneOf": [{"type": "number"}, {"type": "string", "pattern": money.DECIMAL_PATTERN}],
           "description": "major units, exact: a JSON number or a decimal string; never more "
                          "decimals than the currency has"}
 REFERENCE = {"type": "string", "minLength": 1, "maxLength": engine_limits.reference_length_max,
-             "pattern": "^[A-Za-z0-9_.:@/+=-]+$"}
+             "pattern": references.PATTERN, "description": references.RULE}
 OPERATION = {"type": "string", "minLength": 1,
              "maxLength": engine_limits.operation_type_length_max}
 NUMBER = {"type": "number"}

@@ -7,6 +7,7 @@ currency's minor units is refused, never rounded.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from decimal import Decimal, Inexact, InvalidOperation, localcontext
 from json.encoder import encode_basestring_ascii as _json_string
@@ -16,11 +17,22 @@ from engine import limits
 from engine.errors import InvalidRequest, PrecisionError
 
 
+# A decimal string is read as a JSON text holding one number (RFC 8259): the number's grammar in
+# ASCII digits, with JSON's whitespace (space, tab, CR, LF) around it allowed. No "+", "_",
+# leading zero, ".5" or "5.", nor the other digits Decimal() takes ("١", "１０"); an exponent is
+# allowed, as in JSON ("1e3", "2.5E-2").
+DECIMAL_PATTERN = r"^[ \t\n\r]*-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?[ \t\n\r]*$"
+_DECIMAL = re.compile(DECIMAL_PATTERN[1:-1], re.ASCII)
+_JSON_WHITESPACE = " \t\n\r"
+_NOT_FINITE = ("nan", "snan", "inf", "infinity")
+
+
 def parse_decimal(value: Any, field: str = "amount") -> Decimal:
     """Turn a JSON-ish value into a Decimal without passing through binary float.
 
-    Accepts Decimal, int and str. A float is refused: by the time it is a float, digits may
-    already be lost (the API parses JSON numbers straight to Decimal).
+    Accepts Decimal, int and str (in the grammar of a JSON number). A float is refused: by the
+    time it is a float, digits may already be lost (the API parses JSON numbers straight to
+    Decimal).
     """
     if isinstance(value, bool):
         raise InvalidRequest(f"{field} must be a number")
@@ -29,9 +41,14 @@ def parse_decimal(value: Any, field: str = "amount") -> Decimal:
     elif isinstance(value, int):
         result = Decimal(value)
     elif isinstance(value, str):
+        if value.strip(_JSON_WHITESPACE).lstrip("+-").lower() in _NOT_FINITE:
+            raise InvalidRequest(f"{field} must be a finite number")
+        if not _DECIMAL.fullmatch(value):
+            raise InvalidRequest(f"{field} must be a number, got {value!r} (a decimal string is "
+                                 "written as a JSON number, in ASCII digits: \"12.5\", \"1e3\")")
         try:
-            result = Decimal(value.strip())
-        except InvalidOperation:
+            result = Decimal(value.strip(_JSON_WHITESPACE))
+        except InvalidOperation:  # an exponent beyond what Decimal holds
             raise InvalidRequest(f"{field} must be a number, got {value!r}") from None
     elif isinstance(value, float):
         raise InvalidRequest(f"{field} must be given as a decimal string or exact number, not a float")

@@ -30,6 +30,7 @@ from engine.errors import (
 )
 from engine.keys import AccountKeys, KeySpace
 from engine.money import json_number, to_minor
+from engine.references import check_reference
 from engine.registry import AccountType, Currency, CurrencyRegistry
 from engine.saga import reserve_saga
 from engine.types import (
@@ -44,23 +45,12 @@ from engine.types import (
     TransferResult,
 )
 
-_REFERENCE = re.compile(r"^[A-Za-z0-9_.:@/+=-]{1,%d}$" % limits.reference_length_max)
 _OPERATION = re.compile(r"^[A-Za-z0-9_.-]{1,%d}$" % limits.operation_type_length_max)
 _USER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def check_reference(reference_id: Any, field: str = "reference_id") -> str:
-    if not isinstance(reference_id, str) or not _REFERENCE.match(reference_id):
-        raise InvalidRequest(
-            f"{field} must be 1-{limits.reference_length_max} characters of letters, digits "
-            "and _ . : @ / + = -",
-            code="invalid_reference",
-        )
-    return reference_id
 
 
 def check_operation_type(operation_type: Any) -> str:
@@ -109,7 +99,7 @@ class Ops:
         self.keys = KeySpace(settings.key_prefix, settings.shard_count)
         self.retention_ms = settings.retention_s * 1000
         self._accounts: FifoCache[str, Account] = FifoCache(limits.account_cache_max, "accounts")
-        # only references that passed check_reference
+        # only caller references that passed check_reference (see _remember)
         self._hold_labels: FifoCache[str, str] = FifoCache(limits.hold_label_cache_max,
                                                            "hold_labels")
         self._keys_with_index: FifoCache[str, list[str]] = FifoCache(limits.account_cache_max)
@@ -249,7 +239,10 @@ class Ops:
                                account=label)
 
     def _remember(self, reference_id: str, label: str) -> None:
-        self._hold_labels[reference_id] = label
+        # plain strings only: _end_hold trusts a plain string it finds here, and a flow's
+        # reference (engine.references) must not be reachable by a caller's string equal to it
+        if type(reference_id) is str:
+            self._hold_labels[reference_id] = label
 
     def _hold_result(self, reference_id: str, account: Account, code: ResultCode,
                      reply: list[Any]) -> HoldResult:

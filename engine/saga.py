@@ -29,6 +29,7 @@ from engine.errors import (
     ResultCode,
     raise_for_code,
 )
+from engine.references import stored_reference
 from engine.types import Balance, HoldResult, HoldState
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def reserve_saga(
     ttl_s: int | None,
     metadata: dict[str, Any] | None,
 ) -> Op[list[HoldResult]]:
-    existing = yield from _as_one_slot(ops, legs)
+    existing = yield from _as_one_slot(ops, legs, operation_type)
     if existing is not None:
         return existing
     saga_id = legs[0][2]
@@ -96,13 +97,14 @@ def _wanted(legs: Sequence[tuple[AccountSpec, int, str]], last: int) -> dict[str
 
 
 def _as_one_slot(
-    ops: Ops, legs: Sequence[tuple[AccountSpec, int, str]]
+    ops: Ops, legs: Sequence[tuple[AccountSpec, int, str]], operation_type: str
 ) -> Op[list[HoldResult] | None]:
     """reserve_many.lua's checks, in the same order, before anything is locked: every leg held
-    as asked -> those holds (ok_existing); a leg held with another amount, a leg's reference on
-    another account, or only some legs held -> reference_conflict; legs adding up to more than
-    an account's available -> exceeds_available. None: go ahead with the saga, also when some
-    legs are held by this same saga left unsettled (a retry after a crash finishes it)."""
+    as asked -> those holds (ok_existing); a leg held with another amount or operation type, a
+    leg's reference on another account, or only some legs held -> reference_conflict; legs
+    adding up to more than an account's available -> exceeds_available. None: go ahead with the
+    saga, also when some legs are held by this same saga left unsettled (a retry after a crash
+    finishes it)."""
     accounts = []
     for spec, _, _ in legs:
         accounts.append((yield from ops.open_account(spec)))
@@ -123,11 +125,11 @@ def _as_one_slot(
     for i, (spec, amount_minor, ref) in enumerate(legs):
         raw, owner = replies[3 * i], replies[3 * i + 1]
         if raw is not None:
-            state, amount, _, _, _, ended, _ = str(raw).split("|", 6)
+            state, amount, _, _, _, ended, op = str(raw).split("|", 6)
             if state != HoldState.pending.value and int(ended) <= cutoff_ms:
                 raw = None
         if raw is not None:
-            if int(amount) != amount_minor:
+            if int(amount) != amount_minor or op != operation_type:
                 raise_for_code(ResultCode.reference_conflict, reference_id=ref)
             held += 1
         elif owner is not None and owner != spec.label:
@@ -179,7 +181,7 @@ def recover_sagas(ops: Ops, older_than_s: float = limits.saga_stale_s) -> Op[int
             legs_json = yield Call("hget", (record_key, "legs"))
             for _label, _amount, ref in json.loads(legs_json or "[]"):
                 try:
-                    yield from ops.release(ref, {"saga": "recovered"})
+                    yield from ops.release(stored_reference(ref), {"saga": "recovered"})
                 except (HoldNotFound, HoldAlreadyEnded):
                     pass  # never held, or already ended: nothing to undo
             yield from _settle(record_key, open_key, saga_id)

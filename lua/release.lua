@@ -16,9 +16,10 @@ Returns hold_reply {code, total, locked, event_id, hold fields...}
   0 ok                    released now (or found past its TTL and expired now: state says which)
   1 ok_existing           already released or expired: nothing changed
   11 account_not_found
-  40 ledger_not_loaded    the shard's event counter is missing (Redis lost its data): nothing written
   12 hold_not_found
   31 hold_already_committed
+  40 ledger_not_loaded    the shard's event counter is missing (Redis lost its data):
+                          nothing written
 ]]
 -- @include common
 -- @include holds

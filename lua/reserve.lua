@@ -24,12 +24,13 @@ A key of the wrong type, a non-integer counter or balance: an error reply, nothi
 
 Returns {code, total, locked, event_id, hold fields...} (hold_reply)
   0 ok                  locked now
-  1 ok_existing         the same reference and amount: the hold as it stands, nothing locked
+  1 ok_existing         the same reference, account, amount and operation type: the hold as it
+                        stands, nothing locked
   10 invalid_amount
   11 account_not_found
-  40 ledger_not_loaded    the shard's event counter is missing (Redis lost its data): nothing written
-  20 reference_conflict same reference with another amount or account
+  20 reference_conflict same reference with another amount, account or operation type
   21 exceeds_available  nothing locked; total and locked returned
+  40 ledger_not_loaded  the shard's event counter is missing (Redis lost its data): nothing written
 ]]
 -- @include common
 -- @include holds

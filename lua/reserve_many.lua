@@ -23,7 +23,8 @@ otherwise {code, failing leg (1-based), total, locked} and nothing locked.
   1 ok_existing         every leg already held with these amounts: nothing locked
   10 invalid_amount
   11 account_not_found
-  20 reference_conflict a leg's reference is held with another amount or account, or only some are
+  20 reference_conflict a leg's reference is held with another amount, account or operation
+                        type, or only some are
   21 exceeds_available
   40 ledger_not_loaded  the shard's event counter is missing (Redis lost its data)
 A key of the wrong type, a non-integer counter or balance: an error reply, nothing written.
@@ -73,7 +74,7 @@ for i = 1, n do
   local raw = rcall('HGET', legs[i].keys.holds, legs[i].ref)
   if raw then
     local h = hold_decode(raw)
-    if h.amount ~= legs[i].amount then
+    if h.amount ~= legs[i].amount or h.op ~= optype then
       return { 20, i, 0, 0 }
     end
     held = held + 1

@@ -17,9 +17,10 @@ Returns {code, total, locked, event_id}
   1 ok_existing         this reference was already applied with this amount: the first answer
   10 invalid_amount
   11 account_not_found
-  40 ledger_not_loaded   the shard's event counter is missing (Redis lost its data): nothing written
   20 reference_conflict the reference was used with another amount or for a withdrawal
   23 exceeds_limit      the total would pass 2^53 - 1 minor units
+  40 ledger_not_loaded  the shard's event counter is missing (Redis lost its data):
+                        nothing written
 ]]
 -- @include common
 -- @include transfer

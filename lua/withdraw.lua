@@ -18,9 +18,10 @@ Returns {code, total, locked, event_id}
   1 ok_existing         this reference was already applied with this amount: the first answer
   10 invalid_amount
   11 account_not_found
-  40 ledger_not_loaded   the shard's event counter is missing (Redis lost its data): nothing written
   20 reference_conflict the reference was used with another amount or for a top-up
   21 exceeds_available  nothing removed
+  40 ledger_not_loaded  the shard's event counter is missing (Redis lost its data):
+                        nothing written
 ]]
 -- @include common
 -- @include transfer

@@ -23,6 +23,7 @@ import pytest
 import redis
 
 from engine.config import Settings
+from engine.references import flow_reference
 from persistence.reconcile import reconcile
 from persistence.store import Store
 from tests import services
@@ -188,8 +189,10 @@ def test_swap_buy_and_sell_succeed_to_the_minor_unit(api: Api) -> None:
     swap = exact(r)["swap"]
     assert (swap["state"], swap["to_amount"], swap["quote_id"]) == (
         "completed", D("38461"), quote["quote_id"])
-    assert {leg["reference_id"]: leg["state"] for leg in swap["legs"]} == {
-        "s1_from": "released", "s1_to": "committed", "s1_user": "committed"}
+    assert {leg["reference_id"]: (leg["role"], leg["state"]) for leg in swap["legs"]} == {
+        flow_reference("swap", "s1", "from"): ("from", "released"),
+        flow_reference("swap", "s1", "to"): ("to", "committed"),
+        flow_reference("swap", "s1", "user"): ("user", "committed")}
     after_swap = {"RESERVE_USDT": (D("1010.5"), D(0)), "RESERVE_UGX": (D("9961539"), D(0)),
                   "RESERVE_KES": (D(0), D(0)), "u1_USDT": (D("89.5"), D(0)),
                   "u1_UGX": (D("38461"), D(0))}
@@ -245,10 +248,13 @@ def test_swap_buy_and_sell_succeed_to_the_minor_unit(api: Api) -> None:
 
     assert api.reconciled() == []
     holds = api.ledger_holds()
-    assert {ref: holds[ref] for ref in ("s1_from", "s1_to", "s1_user", "b1_crypto", "sl1_fiat",
-                                        "sl1_user")} == {
-        "s1_from": "released", "s1_to": "committed", "s1_user": "committed",
-        "b1_crypto": "committed", "sl1_fiat": "committed", "sl1_user": "committed"}
+    legs = {flow_reference(kind, flow, leg): (flow, leg) for kind, flow, leg in (
+        ("swap", "s1", "from"), ("swap", "s1", "to"), ("swap", "s1", "user"),
+        ("mm", "b1", "crypto"), ("mm", "sl1", "fiat"), ("mm", "sl1", "user"))}
+    assert {legs[ref]: state for ref, state in holds.items() if ref in legs} == {
+        ("s1", "from"): "released", ("s1", "to"): "committed", ("s1", "user"): "committed",
+        ("b1", "crypto"): "committed", ("sl1", "fiat"): "committed",
+        ("sl1", "user"): "committed"}
     actions = api.ledger_actions()
     assert {"swap_completed", "buy_completed", "sell_completed"} <= set(actions)
 
@@ -327,9 +333,12 @@ def test_every_refusal_rolls_back_exactly(api: Api) -> None:
         assert api.balances("u1") == before
 
     assert api.reconciled() == []
-    holds = api.ledger_holds()
+    # reconcile can agree before the persister wrote the last flow's events: wait for them
+    holds = wait_for(lambda: (h := api.ledger_holds()) and "pending" not in h.values() and h,
+                     "the ledger's holds to end")
     assert "pending" not in holds.values()
-    assert holds["buy-fail_crypto"] == holds["sell-fail_user"] == "released"
+    assert holds[flow_reference("mm", "buy-fail", "crypto")] == "released"
+    assert holds[flow_reference("mm", "sell-fail", "user")] == "released"
 
 
 def test_callback_never_arriving_expires_and_releases(

@@ -15,6 +15,7 @@ from engine import limits as engine_limits
 from engine.config import Settings
 from engine.connection import async_client, sync_client
 from engine.flows import limits
+from engine.references import flow_reference
 from tests.cluster import LocalCluster, redis_cluster
 from tests.flows_support import Rig, make_rig
 
@@ -138,7 +139,7 @@ async def test_swap_dying_half_way_is_undone_by_recovery(
     with pytest.raises(Crash):
         await rig.wallet.swaps.create(user, "USDT", "UGX", "10", "s1")
     monkeypatch.undo()
-    assert held == ["s1_from"]
+    assert held == [flow_reference("swap", "s1", "from")]
     assert (await rig.minor("RESERVE_USDT_CRYPTO"))[1] == 10_000_000  # stranded, for now
     assert await _open_sagas(rig) == 1
     rig.clock.advance_s(limits.swap_hold_ttl_s)

@@ -14,7 +14,9 @@ from tests.engine_helpers import journal, make_service, minor_balance
 
 RUN_ON_CLUSTER = True  # the backend fixture adds a local 3-master Redis Cluster
 
-REFERENCE_RULE = "1-128 characters of letters, digits and _ . : @ / + = -"
+REFERENCE_RULE = ("1-128 characters of letters, digits and _ . : @ / + = -, with no part between "
+                  "slashes that is . or ..")
+JSON_NUMBER_HINT = ' (a decimal string is written as a JSON number, in ASCII digits: "12.5", "1e3")'
 
 BAD_AMOUNTS = [
     ("0", "amount must be greater than zero"),
@@ -24,7 +26,7 @@ BAD_AMOUNTS = [
     ("NaN", "amount must be a finite number"),
     ("Infinity", "amount must be a finite number"),
     ("-Infinity", "amount must be a finite number"),
-    ("ten", "amount must be a number, got 'ten'"),
+    ("ten", "amount must be a number, got 'ten'" + JSON_NUMBER_HINT),
     (1.5, "amount must be given as a decimal string or exact number, not a float"),
     (10.0, "amount must be given as a decimal string or exact number, not a float"),
     (None, "amount is required"),

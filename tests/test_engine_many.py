@@ -182,7 +182,8 @@ def test_references_are_free_again_after_the_retention(backend: dict[str, Any],
     ([("UGX", "fiat", 2**53, "a")], "amount exceeds the largest supported amount"),
     ([("UGX", "fiat", "5", "a")], "amount must be an integer number of minor units"),
     ([("UGX", "fiat", 1, "bad ref")],
-     "reference_id must be 1-128 characters of letters, digits and _ . : @ / + = -"),
+     "reference_id must be 1-128 characters of letters, digits and _ . : @ / + = -, with no "
+     "part between slashes that is . or .."),
 ])
 def test_bad_legs(service: ReserveService, legs: list[Any], message: str) -> None:
     events_before = money_events(service)

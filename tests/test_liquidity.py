@@ -17,7 +17,7 @@ from engine.errors import Conflict
 from engine.flows.errors import BadSignature
 from engine.journal import JournalEvent
 from engine.liquidity import limits
-from engine.liquidity.manager import LiquidityManager, backoff_ms
+from engine.liquidity.manager import LiquidityManager, backoff_ms, topup_reference
 from engine.liquidity.policy import PolicyError, PolicySet
 from engine.liquidity.provider import SimulatedLiquidityProvider, signed_callback
 from engine.monitoring.alerts import AlertBook
@@ -325,7 +325,7 @@ async def test_the_top_up_is_applied_once_however_often_the_callback_comes(
         assert again["request"]["transaction_id"] == transaction_id
     topups = [e for e in await world.events() if e.op == "reserve_topup"]
     assert [(e.reference, e.amount_minor) for e in topups] == [
-        ("seed_1000", 1_000_000_000), (reference, 800_000_000)]
+        ("seed_1000", 1_000_000_000), (topup_reference(reference), 800_000_000)]
     assert (topups[1].meta["action"], topups[1].meta["actor"]) == (
         "liquidity_topup", "liquidity:simulated")
     assert await world.total() == Decimal("1800")
@@ -354,7 +354,7 @@ async def test_a_crash_between_confirmation_and_top_up_is_finished_once(world: W
     assert request["state"] == "completed"
     assert await world.total() == Decimal("1800")
     topups = [e for e in await world.events() if e.op == "reserve_topup"
-              and e.reference == reference]
+              and e.reference == topup_reference(reference)]
     assert len(topups) == 1
 
 
@@ -451,3 +451,20 @@ async def test_an_operator_dismisses_a_flagged_request(world: World) -> None:
     answer = await world.callback("liq-late")
     assert (answer["request"]["state"], answer["duplicate_callback"]) == ("dismissed", True)
     assert await world.total() == Decimal("1000")
+
+
+async def test_an_admin_top_up_named_like_a_request_does_not_take_its_place(
+        world: World) -> None:
+    """The request's reference is public (callbacks and dismissals name it), so an admin's
+    top-up may carry the same text; the request's own top-up still happens, under an internal
+    reference (issue 15 item 2, found again in the liquidity manager)."""
+    await _fill(world, "1000", "900")
+    [made] = await world.manager.evaluate()
+    reference = made["reference_id"]
+    await world.engine.top_up_reserve("USDT", "800", "crypto", reference)  # same text, amount
+    assert await world.total() == Decimal("1800")
+    body, headers = await _accept(world, reference)
+    answer = await world.manager.callback(body, headers)
+    assert answer["request"]["state"] == "completed"
+    assert answer["request"]["transaction_id"] is not None
+    assert await world.total() == Decimal("2600")  # both top-ups applied, once each

@@ -11,6 +11,8 @@ from engine.errors import InvalidRequest, PrecisionError
 from engine.money import exact_json, from_minor, json_number, parse_decimal, reserve_status, to_minor, \
     utilization_percent
 
+JSON_NUMBER_HINT = ' (a decimal string is written as a JSON number, in ASCII digits: "12.5", "1e3")'
+
 
 @pytest.mark.parametrize(("amount", "decimals", "minor"), [
     ("1.5", 6, 1_500_000),
@@ -55,8 +57,8 @@ def test_to_minor_refuses_extra_decimals(amount: str, decimals: int, currency: s
     ("Infinity", "amount must be a finite number"),
     ("-Infinity", "amount must be a finite number"),
     (Decimal("NaN"), "amount must be a finite number"),
-    ("abc", "amount must be a number, got 'abc'"),
-    ("", "amount must be a number, got ''"),
+    ("abc", "amount must be a number, got 'abc'" + JSON_NUMBER_HINT),
+    ("", "amount must be a number, got ''" + JSON_NUMBER_HINT),
     (1.5, "amount must be given as a decimal string or exact number, not a float"),
     (100.0, "amount must be given as a decimal string or exact number, not a float"),
     (True, "amount must be a number"),

@@ -11,6 +11,7 @@ import pytest
 from engine.errors import InsufficientReserve, InvalidRequest, ReferenceConflict
 from engine.flows import limits, swap
 from engine.flows.errors import InsufficientFunds, QuoteExpired, RecordedFailure
+from engine.references import flow_reference
 from tests.flows_support import Rig, make_rig
 
 
@@ -42,8 +43,10 @@ async def test_swap_moves_every_balance_to_the_minor_unit(rig: Rig) -> None:
         "USER_u1_USDT": (89_500_000, 0),
         "USER_u1_UGX": (38_461, 0),
     }
-    legs = {leg["reference_id"]: leg["state"] for leg in result["legs"]}
-    assert legs == {"s1_from": "released", "s1_to": "committed", "s1_user": "committed"}
+    legs = {leg["reference_id"]: (leg["role"], leg["state"]) for leg in result["legs"]}
+    assert legs == {flow_reference("swap", "s1", "from"): ("from", "released"),
+                    flow_reference("swap", "s1", "to"): ("to", "committed"),
+                    flow_reference("swap", "s1", "user"): ("user", "committed")}
     assert (await rig.wallet.swaps.get("s1"))["state"] == "completed"
     assert await rig.wallet.store.open_count() == 0
 
@@ -144,7 +147,7 @@ async def test_crash_between_the_two_debits_is_undone_after_the_ttl(
 
     async def crashing(engine: Any, ref: str, amount: int, meta: Any) -> bool:
         calls.append(ref)
-        if ref.endswith("_to"):
+        if ref == flow_reference("swap", "s1", "to"):
             raise Crash
         return await real(engine, ref, amount, meta)
 

@@ -1,11 +1,12 @@
 """Mobile-money buys (fiat -> crypto) and sells (crypto -> fiat) behind a provider.
 
-References, derived from the operation's reference_id R (one namespace for buys and sells):
-  buy:  R_crypto (hold, crypto reserve), R_credit_user (user's crypto), R_collected (fiat
-        reserve: the money collected), R_crypto_late (debit when a late success found the hold
-        expired)
-  sell: R_fiat (hold, fiat reserve: the payout), R_user (hold, user's crypto), R_credit_crypto
-        (crypto reserve), R_fiat_late / R_user_late (debits after an expired hold)
+References, flow_reference("mm", R, leg) of the operation's reference_id R (one namespace for
+buys and sells) for each leg:
+  buy:  crypto (hold, crypto reserve), credit_user (user's crypto), collected (fiat reserve: the
+        money collected), crypto_late (debit when a late success found the hold expired)
+  sell: fiat (hold, fiat reserve: the payout), user (hold, user's crypto), credit_crypto (crypto
+        reserve), fiat_late / user_late (debits after an expired hold)
+  both: <hold leg>_refund (payback of a hold committed before the operation failed)
 
 States: reserving -> initiating -> pending -> completed | failed | expired, or
 settlement_failed (a success arrived after the holds expired and the money was gone: an
@@ -40,6 +41,7 @@ from engine.flows.steps import (
 from engine.flows.store import FlowStore, canonical, decode
 from engine.money import from_minor, parse_decimal, to_minor
 from engine.ops import AccountSpec, check_reference
+from engine.references import InternalReference, flow_reference
 from engine.registry import AccountType, Currency
 
 KIND = "mm"
@@ -49,6 +51,10 @@ TERMINAL = ("completed", "failed", "expired", "settlement_failed", "settled_afte
 SETTLEABLE = ("settlement_failed", "settled_after_expiry")
 SETTLE_ACTIONS = ("credit", "refunded")
 _PHONE_CHARS = set("+0123456789")
+
+
+def _ref(ref: str, leg: str) -> InternalReference:
+    return flow_reference(KIND, ref, leg)
 
 
 class MobileMoney:
@@ -277,12 +283,13 @@ class MobileMoney:
                 "crypto": ops.reserve_spec(r["crypto_currency"], None),
                 "user": ops.user_spec(r["user_id"], r["crypto_currency"])}
 
-    def _holds(self, ref: str, r: dict[str, str]) -> list[tuple[AccountSpec, int, str]]:
+    def _holds(self, ref: str,
+               r: dict[str, str]) -> list[tuple[AccountSpec, int, InternalReference]]:
         specs = self._specs(r)
         if r["direction"] == "buy":
-            return [(specs["crypto"], int(r["crypto_minor"]), f"{ref}_crypto")]
-        return [(specs["fiat"], int(r["fiat_minor"]), f"{ref}_fiat"),
-                (specs["user"], int(r["crypto_minor"]), f"{ref}_user")]
+            return [(specs["crypto"], int(r["crypto_minor"]), _ref(ref, "crypto"))]
+        return [(specs["fiat"], int(r["fiat_minor"]), _ref(ref, "fiat")),
+                (specs["user"], int(r["crypto_minor"]), _ref(ref, "user"))]
 
     async def _advance(self, ref: str, r: dict[str, str], abandon: bool) -> dict[str, Any]:
         refusal: ReserveError | None = None
@@ -323,13 +330,13 @@ class MobileMoney:
             return err
         return None
 
-    async def _check(self, legs: list[tuple[AccountSpec, int, str]]) -> None:
+    async def _check(self, legs: list[tuple[AccountSpec, int, InternalReference]]) -> None:
         balances = await self.engine.run(self.engine.ops.balances([s for s, _, _ in legs]))
         for (_, amount_minor, ref), balance in zip(legs, balances, strict=True):
             if balance.available_minor < amount_minor:
-                if ref.endswith("_user"):
+                if ref.leg == "user":
                     raise insufficient_funds(balance, amount_minor)
-                raise insufficient_reserve(balance, amount_minor, ref.rsplit("_", 1)[1])
+                raise insufficient_reserve(balance, amount_minor, ref.leg)
 
     async def _refuse(self, ref: str, outcome: str, err: ReserveError) -> None:
         if await self.store.set_first(KIND, ref, "outcome", outcome) == outcome:
@@ -368,7 +375,7 @@ class MobileMoney:
         else:
             meta = {"flow": r["direction"], "ref": ref, "outcome": outcome}
             for spec, _, hold_ref in self._holds(ref, r):
-                await undo_hold(self.engine, hold_ref, spec, f"{hold_ref}_refund", meta)
+                await undo_hold(self.engine, hold_ref, spec, hold_ref.sibling("refund"), meta)
             state = "expired" if outcome == "expired" else "failed"
         await self.store.update(KIND, ref, state=state)
         await self.store.mark_settled(KIND, ref)
@@ -381,28 +388,29 @@ class MobileMoney:
         crypto_minor, fiat_minor = int(r["crypto_minor"]), int(r["fiat_minor"])
         ops = self.engine.ops
         if r["direction"] == "buy":
-            if not await self._debit(f"{ref}_crypto", specs["crypto"], crypto_minor, meta):
+            if not await self._debit(_ref(ref, "crypto"), specs["crypto"], crypto_minor, meta):
                 return "settlement_failed"
-            await self.engine.run(ops.top_up(specs["user"], crypto_minor, f"{ref}_credit_user",
+            await self.engine.run(ops.top_up(specs["user"], crypto_minor, _ref(ref, "credit_user"),
                                              meta))
-            await self.engine.run(ops.top_up(specs["fiat"], fiat_minor, f"{ref}_collected", meta))
+            await self.engine.run(ops.top_up(specs["fiat"], fiat_minor, _ref(ref, "collected"),
+                                             meta))
             return "completed"
-        if not await self._debit(f"{ref}_user", specs["user"], crypto_minor, meta):
+        if not await self._debit(_ref(ref, "user"), specs["user"], crypto_minor, meta):
             return "settlement_failed"
-        await self.engine.run(ops.top_up(specs["crypto"], crypto_minor, f"{ref}_credit_crypto",
+        await self.engine.run(ops.top_up(specs["crypto"], crypto_minor, _ref(ref, "credit_crypto"),
                                          meta))
-        if not await self._debit(f"{ref}_fiat", specs["fiat"], fiat_minor, meta):
+        if not await self._debit(_ref(ref, "fiat"), specs["fiat"], fiat_minor, meta):
             return "settlement_failed"
         return "completed"
 
-    async def _debit(self, hold_ref: str, spec: AccountSpec, amount_minor: int,
+    async def _debit(self, hold_ref: InternalReference, spec: AccountSpec, amount_minor: int,
                      meta: dict[str, Any]) -> bool:
         """Commit the hold; if it expired meanwhile, debit the available balance instead."""
         if await commit_hold(self.engine, hold_ref, amount_minor, meta):
             return True
         try:
-            await self.engine.run(self.engine.ops.withdraw(spec, amount_minor, f"{hold_ref}_late",
-                                                           meta))
+            await self.engine.run(self.engine.ops.withdraw(spec, amount_minor,
+                                                           hold_ref.sibling("late"), meta))
         except InsufficientReserve:
             return False
         return True

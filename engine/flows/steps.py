@@ -8,6 +8,7 @@ from engine.engine import ReserveEngine
 from engine.errors import HoldAlreadyEnded, HoldNotFound, InsufficientReserve
 from engine.money import json_number
 from engine.ops import AccountSpec
+from engine.references import InternalReference
 from engine.types import Balance
 
 
@@ -38,11 +39,13 @@ async def undo_hold(engine: ReserveEngine, ref: str, refund: AccountSpec, refund
     await engine.run(engine.ops.top_up(refund, hold.committed_minor, refund_ref, meta))
 
 
-async def hold_view(engine: ReserveEngine, ref: str) -> dict[str, Any]:
+async def hold_view(engine: ReserveEngine, ref: InternalReference) -> dict[str, Any]:
+    """A flow's leg: its hold (or state "none"), with the leg's role in the flow."""
     try:
-        return (await engine.run(engine.ops.get_hold(ref))).to_dict()
+        view = (await engine.run(engine.ops.get_hold(ref))).to_dict()
     except HoldNotFound:
-        return {"reference_id": ref, "state": "none"}
+        view = {"reference_id": ref, "state": "none"}
+    return {**view, "role": ref.leg}
 
 
 def insufficient_reserve(balance: Balance, required_minor: int, leg: str) -> InsufficientReserve:

@@ -1,11 +1,12 @@
 """Swap: the user's funds in one currency for a reserve's funds in another, all or nothing.
 
-References, all derived from the swap's reference_id R:
-    R_from   hold on the from-currency reserve (the seed's check of both reserves)
-    R_to     hold on the to-currency reserve: committed, it pays the user
-    R_user   hold on the user's from-currency wallet: committed, it pays the from reserve
-    R_credit_from / R_credit_to    the credits of the from reserve and of the user
-    R_refund_user / R_refund_to    paybacks when a commit half-succeeded before a hold expired
+References, flow_reference("swap", R, leg) of the swap's reference_id R for each leg:
+    from   hold on the from-currency reserve (the seed's check of both reserves)
+    to     hold on the to-currency reserve: committed, it pays the user
+    user   hold on the user's from-currency wallet: committed, it pays the from reserve
+    credit_from / credit_to    the credits of the from reserve and of the user
+    refund_user / refund_to    paybacks when a commit half-succeeded before a hold expired
+    reverse_from   takes back the from reserve's credit when abort() finds the user's not made
 
 States: reserving -> executing -> completed, or -> failed (every hold undone). The field
 `decision` (first writer wins) settles a race between a slow request and recover().
@@ -31,9 +32,14 @@ from engine.flows.steps import (
 from engine.flows.store import FlowStore, canonical, decode
 from engine.money import from_minor, parse_decimal, to_minor
 from engine.ops import AccountSpec, check_reference
+from engine.references import InternalReference, flow_reference
 
 KIND = "swap"
 TERMINAL = ("completed", "failed")
+
+
+def _ref(ref: str, leg: str) -> InternalReference:
+    return flow_reference(KIND, ref, leg)
 
 
 class Swaps:
@@ -131,14 +137,14 @@ class Swaps:
         meta = {"flow": KIND, "ref": ref, "compensation": True}
         ops = self.engine.ops
         try:
-            await self.engine.run(ops.top_up(specs["from"], from_minor_, f"{ref}_credit_from",
+            await self.engine.run(ops.top_up(specs["from"], from_minor_, _ref(ref, "credit_from"),
                                              meta))
         except ReserveError as err:
             if err.status_code >= 500:
                 raise
             return False  # never made: nothing to take back
         try:
-            await self.engine.run(ops.top_up(specs["user_to"], to_minor_, f"{ref}_credit_to",
+            await self.engine.run(ops.top_up(specs["user_to"], to_minor_, _ref(ref, "credit_to"),
                                              meta))
         except ReserveError as err:
             if err.status_code >= 500:
@@ -149,7 +155,7 @@ class Swaps:
             await self.store.journal("swap_completed", ref, {"user_id": r["user_id"]})
             return True
         # the from reserve was credited, the user not: take the credit back
-        await self.engine.run(ops.withdraw(specs["from"], from_minor_, f"{ref}_reverse_from",
+        await self.engine.run(ops.withdraw(specs["from"], from_minor_, _ref(ref, "reverse_from"),
                                            meta))
         return False
 
@@ -189,8 +195,9 @@ class Swaps:
         """Hold both reserve legs and the user's funds, all or nothing."""
         specs = self._specs(r)
         from_minor_, to_minor_ = int(r["from_minor"]), int(r["to_minor"])
-        legs = [(specs["from"], from_minor_, f"{ref}_from"), (specs["to"], to_minor_, f"{ref}_to"),
-                (specs["user"], from_minor_, f"{ref}_user")]
+        legs = [(specs["from"], from_minor_, _ref(ref, "from")),
+                (specs["to"], to_minor_, _ref(ref, "to")),
+                (specs["user"], from_minor_, _ref(ref, "user"))]
         try:
             try:
                 await self._check(legs)
@@ -209,28 +216,30 @@ class Swaps:
             return decision, err
         return "execute", None
 
-    async def _check(self, legs: list[tuple[AccountSpec, int, str]]) -> None:
+    async def _check(self, legs: list[tuple[AccountSpec, int, InternalReference]]) -> None:
         balances = await self.engine.run(self.engine.ops.balances([s for s, _, _ in legs]))
         for (spec, amount_minor, ref), balance in zip(legs, balances, strict=True):
             if balance.available_minor >= amount_minor:
                 continue
-            if ref.endswith("_user"):
+            if ref.leg == "user":
                 raise insufficient_funds(balance, amount_minor)
-            raise insufficient_reserve(balance, amount_minor, ref.rsplit("_", 1)[1])
+            raise insufficient_reserve(balance, amount_minor, ref.leg)
 
     async def _execute(self, ref: str, r: dict[str, str]) -> bool:
         """Debit the user and the to reserve, then credit. False: a hold had expired."""
         specs = self._specs(r)
         from_minor_, to_minor_ = int(r["from_minor"]), int(r["to_minor"])
         meta = {"flow": KIND, "ref": ref}
-        if not await commit_hold(self.engine, f"{ref}_user", from_minor_, meta):
+        if not await commit_hold(self.engine, _ref(ref, "user"), from_minor_, meta):
             return False
-        if not await commit_hold(self.engine, f"{ref}_to", to_minor_, meta):
+        if not await commit_hold(self.engine, _ref(ref, "to"), to_minor_, meta):
             return False
         ops = self.engine.ops
-        await self.engine.run(ops.top_up(specs["from"], from_minor_, f"{ref}_credit_from", meta))
-        await self.engine.run(ops.top_up(specs["user_to"], to_minor_, f"{ref}_credit_to", meta))
-        await undo_hold(self.engine, f"{ref}_from", specs["from"], f"{ref}_refund_from", meta)
+        await self.engine.run(ops.top_up(specs["from"], from_minor_, _ref(ref, "credit_from"),
+                                         meta))
+        await self.engine.run(ops.top_up(specs["user_to"], to_minor_, _ref(ref, "credit_to"), meta))
+        await undo_hold(self.engine, _ref(ref, "from"), specs["from"], _ref(ref, "refund_from"),
+                        meta)
         await self.store.update(KIND, ref, state="completed")
         await self.store.mark_settled(KIND, ref)
         await self.store.journal("swap_completed", ref, {"user_id": r["user_id"]})
@@ -239,9 +248,11 @@ class Swaps:
     async def _rollback(self, ref: str, r: dict[str, str]) -> None:
         specs = self._specs(r)
         meta = {"flow": KIND, "ref": ref, "rollback": True}
-        await undo_hold(self.engine, f"{ref}_user", specs["user"], f"{ref}_refund_user", meta)
-        await undo_hold(self.engine, f"{ref}_to", specs["to"], f"{ref}_refund_to", meta)
-        await undo_hold(self.engine, f"{ref}_from", specs["from"], f"{ref}_refund_from", meta)
+        await undo_hold(self.engine, _ref(ref, "user"), specs["user"], _ref(ref, "refund_user"),
+                        meta)
+        await undo_hold(self.engine, _ref(ref, "to"), specs["to"], _ref(ref, "refund_to"), meta)
+        await undo_hold(self.engine, _ref(ref, "from"), specs["from"], _ref(ref, "refund_from"),
+                        meta)
         await self.store.update(KIND, ref, state="failed")
         await self.store.mark_settled(KIND, ref)
         await self.store.journal("swap_failed", ref, {"user_id": r["user_id"]})
@@ -249,7 +260,7 @@ class Swaps:
     async def view(self, ref: str, r: dict[str, str]) -> dict[str, Any]:
         source = self.engine.registry.get(r["from_currency"])
         target = self.engine.registry.get(r["to_currency"])
-        legs = [await hold_view(self.engine, f"{ref}_{leg}") for leg in ("from", "to", "user")]
+        legs = [await hold_view(self.engine, _ref(ref, leg)) for leg in ("from", "to", "user")]
         return {
             "reference_id": ref,
             "user_id": r["user_id"],

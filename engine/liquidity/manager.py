@@ -18,8 +18,8 @@ tests):
 
 Each request, flag, confirmation and failure is a journal `audit` event and raises or clears an
 alert (`<account>:liquidity|liquidity_request` warning, `...|liquidity_flagged` critical). The
-top-up itself is the ordinary top_up op with the request's reference, so it is applied once
-however often the callback comes (and the record's state answers repeats after the engine's
+top-up itself is the ordinary top_up op under the request's internal reference
+(topup_reference), so it is applied once however often the callback comes (and the record's state answers repeats after the engine's
 retention).
 """
 
@@ -37,7 +37,14 @@ from engine.liquidity.book import RequestBook
 from engine.liquidity.policy import Policy, PolicySet
 from engine.liquidity.provider import LiquidityProvider, LiquidityRequest
 from engine.money import from_minor, to_minor
+from engine.references import InternalReference, flow_reference
 from engine.types import Balance
+
+
+
+def topup_reference(request_reference: str) -> InternalReference:
+    """The ledger reference of a request's top-up, in the namespace no caller can write."""
+    return flow_reference("liq", request_reference, "topup")
 
 log = logging.getLogger(__name__)
 
@@ -282,8 +289,9 @@ class LiquidityManager:
                 "action": "liquidity_topup",
                 "request": {"reference_id": record["reference"],
                             "provider_tx_id": record.get("provider_tx_id", "")}}
+        # an internal reference: a caller's top-up named like the request is never taken for it
         result = await self.engine.run(self.engine.ops.top_up(
-            spec, int(record["amount_minor"]), record["reference"], meta))
+            spec, int(record["amount_minor"]), topup_reference(record["reference"]), meta))
         code, _ = await self.book.advance(now_ms, record, ("confirmed",), "completed",
                                           {"transaction_id": result.transaction_id},
                                           close=True)

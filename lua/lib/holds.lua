@@ -82,7 +82,7 @@ local function hold_reserve(keys, label, ref, amount_raw, ttl_ms, optype, meta, 
     if raw then
       local h = hold_decode(raw)
       local total, locked = balances(keys.acct)
-      if h.amount ~= amount then
+      if h.amount ~= amount or h.op ~= optype then  -- a repeat only if every field matches
         return hold_reply(20, total, locked, 0, h)
       end
       return hold_reply(1, total, locked, 0, h)
